@@ -1,0 +1,3 @@
+from walship.cli import main
+
+raise SystemExit(main())

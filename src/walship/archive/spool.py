@@ -1,0 +1,76 @@
+"""Acknowledgements of segments that an earlier wal-push already stored.
+
+One wal-push call uploads its own segment and up to `push_batch - 1` other
+segments that PostgreSQL has marked .ready. For each of those it leaves a
+marker here, recording the file's identity (size, mtime, inode) at upload time.
+When PostgreSQL then calls wal-push for such a segment, the call finds the
+marker, checks that the file is still the one that was uploaded, and returns
+at once: the fast path, which imports and opens nothing else.
+
+The markers only ever stand for objects already durably in the repository;
+losing them costs a re-upload (which is idempotent), never a segment. They live
+in pg_wal (not in base backups, gone with a restore, like WAL-G's walg_data).
+"""
+
+from __future__ import annotations
+
+import os
+
+SPOOL_NAME = "walship_spool"
+PREFETCH_NAME = "walship_prefetch"
+_SUFFIX = ".pushed"
+
+
+def spool_dir(wal_path: str, configured: str | None = None) -> str:
+    if configured:
+        return configured
+    return os.path.join(os.path.dirname(os.path.abspath(wal_path)), SPOOL_NAME)
+
+
+def _identity(st: os.stat_result) -> str:
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+
+
+def acknowledge(wal_path: str, directory: str) -> bool:
+    """True when an earlier call stored exactly this file; the marker is consumed."""
+    marker = os.path.join(directory, os.path.basename(wal_path) + _SUFFIX)
+    try:
+        with open(marker) as fh:
+            recorded = fh.read().strip()
+        current = _identity(os.stat(wal_path))
+    except OSError:
+        return False
+    if recorded != current:
+        return False
+    try:
+        os.unlink(marker)
+    except OSError:
+        pass
+    return True
+
+
+def record(wal_path: str, st: os.stat_result, directory: str) -> None:
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    marker = os.path.join(directory, os.path.basename(wal_path) + _SUFFIX)
+    tmp = marker + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(_identity(st))
+    os.replace(tmp, marker)
+
+
+def is_recorded(name: str, directory: str) -> bool:
+    return os.path.exists(os.path.join(directory, name + _SUFFIX))
+
+
+def clean(directory: str, wal_dir: str) -> None:
+    """Drop markers whose WAL file is gone (recycled after it was acknowledged)."""
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.endswith(_SUFFIX) and not os.path.exists(os.path.join(wal_dir, entry[:-len(_SUFFIX)])):
+            try:
+                os.unlink(os.path.join(directory, entry))
+            except OSError:
+                pass

@@ -1,0 +1,238 @@
+"""walship's command line: a thin layer over the library.
+
+Each command's module is imported only when that command runs, so that
+`walship wal-push` (archive_command, one process per WAL segment) stays cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success
+  1    failure (wal-push: PostgreSQL retries the segment; wal-fetch: the file is
+       not in the archive, which is normal at the end of recovery)
+  2    bad command line or configuration
+  3    the repository is unreachable or refused access
+  4    integrity: corrupt object, checksum mismatch, or an archived file exists
+       with different content
+  126  wal-fetch during archive recovery when the repository fails: PostgreSQL
+       stops recovery instead of ending it early at the wrong point
+  check commands: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios plugin API)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "wal-push" and not argv[1].startswith("-"):
+        rc = _fast_wal_push(argv[1])
+        if rc is not None:
+            return rc
+    return _run(argv)
+
+
+def _fast_wal_push(wal_path: str) -> int | None:
+    """The archive_command fast path: acknowledge a segment an earlier call already stored."""
+    import os
+
+    from walship.archive import spool
+    from walship.errors import WalshipError
+    try:
+        from walship.config import load_settings
+        settings = load_settings()
+    except WalshipError:
+        return None  # the full path reports the configuration error
+    if not spool.acknowledge(wal_path, spool.spool_dir(wal_path, settings.spool_dir)):
+        return None
+    from walship import logs
+    logs.setup("wal-push", settings)
+    logs.info("wal_pushed", f"{os.path.basename(wal_path)} archived (by an earlier call)",
+              segment=os.path.basename(wal_path))
+    return 0
+
+
+def _parser():
+    import argparse
+
+    from walship import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="walship",
+        description="PostgreSQL continuous archiving and point-in-time recovery to S3 "
+                    "or a filesystem repository.",
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"walship {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--repo", help="repository: s3://bucket/prefix or file:///path (env WALSHIP_REPO)")
+    common.add_argument("--config", help="TOML config file (env WALSHIP_CONFIG)")
+    common.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON")
+    common.add_argument("--log-destination", choices=["stderr", "syslog", "both", "none"])
+    common.add_argument("--syslog-program", help="syslog program name ('{command}' = the command)")
+    # WAL-E's global flags, accepted so that WAL-E command lines keep working.
+    common.add_argument("--terse", action="store_true", help=argparse.SUPPRESS)
+    common.add_argument("--aws-instance-profile", action="store_true", help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("wal-push", parents=[common], help="archive a WAL file (archive_command = 'walship wal-push %%p')")
+    p.add_argument("wal_path")
+    p.add_argument("--pool-size", type=int, dest="push_concurrency", help="parallel uploads (WAL-E's flag)")
+
+    p = sub.add_parser("wal-fetch", parents=[common],
+                       help="restore a WAL file (restore_command = 'walship wal-fetch %%f %%p')")
+    p.add_argument("wal_name")
+    p.add_argument("dest_path")
+    p.add_argument("--prefetch", type=int, dest="fetch_prefetch", help="segments to download ahead (0 = off)")
+    p.add_argument("--blind-restore", action="store_true", help=argparse.SUPPRESS)
+
+    p = sub.add_parser("wal-prefetch", parents=[common], help="(internal) download WAL ahead of wal-fetch")
+    p.add_argument("wal_name")
+    p.add_argument("directory")
+    p.add_argument("segment_size", type=int)
+
+    p = sub.add_parser("backup-push", parents=[common], help="take a hot base backup of a running cluster")
+    p.add_argument("pgdata")
+    p.add_argument("--pg", help="libpq connection string (default: PGHOST, PGPORT, PGUSER, PGDATABASE)")
+    p.add_argument("--retain", type=int, help="after success, keep only the newest N backups (and their WAL)")
+    p.add_argument("--pool-size", type=int, dest="backup_concurrency", help="parallel compress+upload workers")
+    p.add_argument("--while-offline", action="store_true", help="back up a stopped cluster")
+    p.add_argument("--progress", choices=["auto", "bar", "line", "none"], default="auto")
+
+    p = sub.add_parser("backup-list", parents=[common], help="list complete base backups")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--detail", action="store_true", help=argparse.SUPPRESS)
+
+    p = sub.add_parser("backup-fetch", parents=[common], help="restore a base backup for point-in-time recovery")
+    p.add_argument("dest")
+    p.add_argument("name", help="backup name or LATEST")
+    p.add_argument("--target-time")
+    p.add_argument("--target-lsn")
+    p.add_argument("--target-xid")
+    p.add_argument("--target-name")
+    p.add_argument("--target-immediate", action="store_true")
+    p.add_argument("--target-action", choices=["promote", "pause", "shutdown"])
+    p.add_argument("--target-timeline")
+    p.add_argument("--target-exclusive", action="store_true", help="stop just before the target")
+    p.add_argument("--pool-size", type=int, dest="backup_concurrency")
+    p.add_argument("--blind-restore", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--restore-spec", help=argparse.SUPPRESS)
+    p.add_argument("--progress", choices=["auto", "bar", "line", "none"], default="auto")
+
+    p = sub.add_parser("delete", parents=[common], help="retention: delete old backups and the WAL no kept backup needs")
+    p.add_argument("--retain", type=int, help="keep the newest N backups")
+    p.add_argument("--before", help="delete backups older than this backup NAME or time")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--confirm", action="store_true", help="WAL-E's flag: without --dry-run, deletes anyway")
+    p.add_argument("--include-wal-e", action="store_true", help="also expire WAL-E backups and their WAL")
+    p.add_argument("wale_args", nargs="*", help=argparse.SUPPRESS)
+
+    p = sub.add_parser("config", parents=[common], help="print the effective settings (secrets masked)")
+    p.add_argument("--json", action="store_true")
+
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _flags(args) -> dict:
+    keys = ("repo", "log_format", "log_destination", "syslog_program", "push_concurrency",
+            "fetch_prefetch", "backup_concurrency")
+    return {k: getattr(args, k, None) for k in keys}
+
+
+def _run(argv: list[str]) -> int:
+    from walship import logs
+    from walship.errors import EXIT_ABORT_RECOVERY, EXIT_USAGE, StoreError, WalshipError
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "version":
+        from walship import __version__
+        print(f"walship {__version__}")
+        return 0
+    command = args.command
+    try:
+        from walship.config import load_settings
+        settings = load_settings(_flags(args), config_path=getattr(args, "config", None))
+    except WalshipError as exc:
+        print(f"walship {command}: ERROR: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    logs.setup(command, settings)
+    try:
+        return _dispatch(command, args, settings)
+    except WalshipError as exc:
+        logs.error("error", exc.one_line(), error=exc.one_line())
+        if command == "wal-fetch" and isinstance(exc, StoreError) and _in_archive_recovery():
+            logs.error("recovery_aborted",
+                       "stopping recovery: ending it here would lose the WAL still in the repository; "
+                       "fix the repository and start the server again")
+            return EXIT_ABORT_RECOVERY
+        return exc.exit_code
+    except KeyboardInterrupt:
+        logs.error("interrupted", "interrupted")
+        return 130
+
+
+def _in_archive_recovery() -> bool:
+    """restore_command runs in PGDATA: recovery.signal without standby.signal is archive recovery."""
+    import os
+    return os.path.exists("recovery.signal") and not os.path.exists("standby.signal")
+
+
+def _store_factory(settings):
+    from walship.config import require_repo
+    from walship.storage import open_store
+
+    def factory():
+        return open_store(require_repo(settings), settings)
+    return factory
+
+
+def _dispatch(command: str, args, settings) -> int:
+    if command == "wal-push":
+        from walship.archive.push import wal_push
+        from walship.monitoring.hooks import archive_result
+        try:
+            results = wal_push(args.wal_path, settings, _store_factory(settings)())
+        except Exception as exc:
+            archive_result(settings, ok=False, error=exc, segment=args.wal_path)
+            raise
+        archive_result(settings, ok=True, results=results, segment=args.wal_path)
+        return 0
+    if command == "wal-fetch":
+        from walship.archive.fetch import wal_fetch
+        from walship.errors import NotInArchive
+        try:
+            wal_fetch(args.wal_name, args.dest_path, settings, _store_factory(settings))
+        except NotInArchive as exc:
+            # Normal at the end of recovery: PostgreSQL asks for the segment after the last one.
+            from walship import logs
+            logs.info("wal_not_found", exc.message, segment=args.wal_name)
+            return exc.exit_code
+        return 0
+    if command == "wal-prefetch":
+        from walship.archive.fetch import run_prefetcher
+        return run_prefetcher(args.wal_name, args.directory, args.segment_size, settings,
+                              _store_factory(settings))
+    if command == "config":
+        return _print_config(settings, args.json)
+    if command in ("backup-push", "backup-list", "backup-fetch", "delete"):
+        from walship.backup import commands
+        return commands.run(command, args, settings, _store_factory(settings))
+    raise AssertionError(command)
+
+
+def _print_config(settings, as_json: bool) -> int:
+    values = settings.masked()
+    if as_json:
+        import json
+        print(json.dumps({k: {"value": v, "source": settings.sources.get(k, "default")}
+                          for k, v in values.items()}, indent=2, default=str))
+        return 0
+    width = max(len(k) for k in values)
+    for key, value in values.items():
+        shown = "" if value is None else value
+        print(f"{key:<{width}}  {shown!s:<40}  ({settings.sources.get(key, 'default')})")
+    return 0

@@ -1,0 +1,1 @@
+"""Monitoring: passive Icinga results, plugin checks, metrics, status."""

@@ -1,0 +1,1 @@
+"""Everything that knows PostgreSQL: WAL names and LSNs, connections, the backup API, control data."""

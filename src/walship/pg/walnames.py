@@ -1,0 +1,111 @@
+"""WAL file names and LSN arithmetic.
+
+A segment name is TTTTTTTTXXXXXXXXYYYYYYYY: timeline, then the segment number
+split into "log" (high 32 bits of the LSN) and the segment within that log.
+With segment size S, there are 0x100000000 // S segments per log.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from walship.errors import WalshipError
+
+SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
+PARTIAL_RE = re.compile(r"^[0-9A-F]{24}\.partial$")
+BACKUP_LABEL_RE = re.compile(r"^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$")
+HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history$")
+DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
+
+
+class InvalidWalName(WalshipError):
+    pass
+
+
+def is_segment(name: str) -> bool:
+    return bool(SEGMENT_RE.match(name))
+
+
+def is_archivable(name: str) -> bool:
+    """Names PostgreSQL hands to archive_command / restore_command."""
+    return bool(SEGMENT_RE.match(name) or PARTIAL_RE.match(name)
+                or BACKUP_LABEL_RE.match(name) or HISTORY_RE.match(name))
+
+
+def check_name(name: str) -> str:
+    if not is_archivable(name):
+        raise InvalidWalName(f"{name!r} is not a WAL file name",
+                             "expected a segment (24 hex digits), .partial, .backup or .history file")
+    return name
+
+
+def segments_per_log(segment_size: int) -> int:
+    return 0x100000000 // segment_size
+
+
+@dataclass(frozen=True, order=True)
+class Segment:
+    timeline: int
+    number: int          # absolute segment number: LSN // segment_size
+
+    @classmethod
+    def parse(cls, name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> "Segment":
+        if not SEGMENT_RE.match(name[:24]) or (len(name) > 24 and not name.endswith(".partial")):
+            raise InvalidWalName(f"{name!r} is not a WAL segment name")
+        tli = int(name[0:8], 16)
+        log = int(name[8:16], 16)
+        seg = int(name[16:24], 16)
+        per = segments_per_log(segment_size)
+        if seg >= per:
+            raise InvalidWalName(f"{name!r} is not a valid segment for {segment_size}-byte segments")
+        return cls(tli, log * per + seg)
+
+    def name(self, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
+        per = segments_per_log(segment_size)
+        return f"{self.timeline:08X}{self.number // per:08X}{self.number % per:08X}"
+
+    def next(self, n: int = 1) -> "Segment":
+        return Segment(self.timeline, self.number + n)
+
+    def start_lsn(self, segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
+        return self.number * segment_size
+
+
+def parse_lsn(text: str) -> int:
+    """'16/B374D848' -> integer."""
+    try:
+        hi, lo = text.strip().split("/")
+        return (int(hi, 16) << 32) | int(lo, 16)
+    except ValueError:
+        raise WalshipError(f"{text!r} is not an LSN", "expected the form 16/B374D848") from None
+
+
+def format_lsn(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def segment_of(lsn: int, timeline: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> Segment:
+    return Segment(timeline, lsn // segment_size)
+
+
+def segment_name_of(lsn: int, timeline: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
+    return segment_of(lsn, timeline, segment_size).name(segment_size)
+
+
+def history_name(timeline: int) -> str:
+    return f"{timeline:08X}.history"
+
+
+def parse_history(text: str) -> list[tuple[int, int, str]]:
+    """Entries (parent timeline, switch-point LSN, reason) of a .history file."""
+    entries = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 2)
+        if len(parts) < 2:
+            raise WalshipError(f"malformed timeline history line {line!r}")
+        entries.append((int(parts[0]), parse_lsn(parts[1]), parts[2] if len(parts) > 2 else ""))
+    return entries

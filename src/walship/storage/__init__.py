@@ -1,0 +1,90 @@
+"""The storage interface: a flat key/value object store, one module per backend.
+
+Keys are '/'-separated relative paths below the repository prefix. Every
+backend guarantees that `put` returns only once the object is durably stored,
+and that an object is either absent or complete (never half-written).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import BinaryIO, Iterable, Iterator
+
+from walship.errors import ConfigError, WalshipError
+
+Chunks = Iterable[bytes]
+
+
+class ObjectNotFound(WalshipError):
+    pass
+
+
+class ObjectExists(WalshipError):
+    """put(..., if_absent=True) found an object already stored under the key."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float            # seconds since the epoch
+
+
+class Store(ABC):
+    url: str                 # for messages: where the repository is
+
+    @abstractmethod
+    def put(self, key: str, data: bytes | Chunks, *, if_absent: bool = False) -> None:
+        """Store data under key, durably; with if_absent, raise ObjectExists instead of replacing."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The whole object (for small objects); ObjectNotFound when absent."""
+
+    @abstractmethod
+    def stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The object as chunks; ObjectNotFound when absent (raised before the first chunk)."""
+
+    @abstractmethod
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes [start, start+length) of the object (shorter at its end)."""
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and time of the object, or None when absent."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with prefix, in no promised order."""
+
+    @abstractmethod
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove the objects; absent ones are not an error."""
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def close(self) -> None:
+        pass
+
+
+def open_store(url: str, settings) -> Store:
+    """The store for a repository URL: s3://bucket/prefix or file:///absolute/path."""
+    if url.startswith("s3://"):
+        from walship.storage.s3 import S3Store
+        return S3Store.from_url(url, settings)
+    if url.startswith("file://"):
+        from walship.storage.local import LocalStore
+        return LocalStore.from_url(url)
+    if url.startswith("/"):
+        from walship.storage.local import LocalStore
+        return LocalStore(url)
+    raise ConfigError(f"unsupported repository URL {url!r}",
+                      "use s3://bucket/prefix or file:///absolute/path")
+
+
+def read_all(stream: BinaryIO | Iterator[bytes]) -> bytes:
+    if hasattr(stream, "read"):
+        return stream.read()  # type: ignore[union-attr]
+    return b"".join(stream)  # type: ignore[arg-type]

@@ -1,0 +1,183 @@
+"""Repository on a local (or mounted) filesystem: the embedded default.
+
+Durability: each object is written to a temporary file in its directory,
+fsynced, then linked to its final name (link fails if the name exists, which
+gives create-only semantics atomically), and the directory is fsynced.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from typing import Iterable, Iterator
+from urllib.parse import unquote, urlparse
+
+from walship.errors import ConfigError, StoreError
+from walship.storage import Chunks, ObjectExists, ObjectInfo, ObjectNotFound, Store
+
+_TMP_SUFFIX = ".walship-tmp"
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore(Store):
+    def __init__(self, root: str):
+        if not os.path.isabs(root):
+            raise ConfigError(f"file repository path {root!r} is not absolute", "use file:///absolute/path")
+        self.root = os.path.normpath(root)
+        self.url = "file://" + self.root
+
+    @classmethod
+    def from_url(cls, url: str) -> "LocalStore":
+        parsed = urlparse(url)
+        if parsed.netloc not in ("", "localhost"):
+            raise ConfigError(f"file repository URL {url!r} names a host", "use file:///absolute/path")
+        return cls(unquote(parsed.path))
+
+    def _path(self, key: str) -> str:
+        parts = [p for p in key.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise ValueError(f"invalid object key {key!r}")
+        return os.path.join(self.root, *parts)
+
+    def _fail(self, exc: OSError, action: str, key: str) -> StoreError:
+        if exc.errno == errno.ENOSPC:
+            return StoreError(f"no space left on the repository filesystem while {action} {key} in {self.root}",
+                              "free space there; nothing was acknowledged")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return StoreError(f"permission denied {action} {key} in {self.root}",
+                              "make the repository directory writable by the user that runs walship (postgres)")
+        return StoreError(f"error {action} {key} in {self.root}: {exc.strerror or exc}")
+
+    def put(self, key: str, data: bytes | Chunks, *, if_absent: bool = False) -> None:
+        path = self._path(key)
+        directory = os.path.dirname(path)
+        tmp = f"{path}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}"
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    _write_all(fd, data)
+                else:
+                    for chunk in data:
+                        _write_all(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if if_absent:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise ObjectExists(f"{key} already exists in {self.url}") from None
+                finally:
+                    os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
+            _fsync_dir(directory)
+        except OSError as exc:
+            _silent_unlink(tmp)
+            raise self._fail(exc, "writing", key) from None
+        except BaseException:
+            _silent_unlink(tmp)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} not found in {self.url}") from None
+        except OSError as exc:
+            raise self._fail(exc, "reading", key) from None
+
+    def stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        try:
+            fh = open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} not found in {self.url}") from None
+        except OSError as exc:
+            raise self._fail(exc, "reading", key) from None
+
+        def chunks() -> Iterator[bytes]:
+            with fh:
+                while True:
+                    block = fh.read(chunk_size)
+                    if not block:
+                        return
+                    yield block
+        return chunks()
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as fh:
+                fh.seek(start)
+                return fh.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} not found in {self.url}") from None
+        except OSError as exc:
+            raise self._fail(exc, "reading", key) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            st = os.stat(self._path(key))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._fail(exc, "reading", key) from None
+        return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Walk only the directory that holds the prefix, then filter by name.
+        head, _, _ = prefix.rpartition("/")
+        base = os.path.join(self.root, *[p for p in head.split("/") if p]) if head else self.root
+        if not os.path.isdir(base):
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+            for name in filenames:
+                if name.endswith(_TMP_SUFFIX):
+                    continue
+                key = rel_dir + name
+                if key.startswith(prefix):
+                    try:
+                        st = os.stat(os.path.join(dirpath, name))
+                    except FileNotFoundError:
+                        continue
+                    yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        dirs = set()
+        for key in keys:
+            path = self._path(key)
+            try:
+                os.unlink(path)
+                dirs.add(os.path.dirname(path))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise self._fail(exc, "deleting", key) from None
+        for d in dirs:
+            _fsync_dir(d) if os.path.isdir(d) else None
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _silent_unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

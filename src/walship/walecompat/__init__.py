@@ -1,0 +1,1 @@
+"""Compatibility with WAL-E: its environment, its commands, and the objects it stored."""
