@@ -1,0 +1,1 @@
+"""Base backups: backup-push, backup-list, backup-fetch (PITR), retention."""
