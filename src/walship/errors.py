@@ -27,6 +27,9 @@ class WalshipError(Exception):
     def one_line(self) -> str:
         return f"{self.message}; {self.hint}" if self.hint else self.message
 
+    def __str__(self) -> str:
+        return self.one_line()
+
 
 class ConfigError(WalshipError):
     exit_code = EXIT_USAGE

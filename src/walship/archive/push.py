@@ -43,9 +43,13 @@ class PushResult:
 def push_file(store: Store, path: str, compression: str, level: int | None) -> tuple[PushResult, os.stat_result]:
     name = os.path.basename(path)
     started = time.monotonic()
-    with open(path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        data = fh.read()
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read()
+    except OSError as exc:
+        raise WalshipError(f"cannot read {path}: {exc.strerror}",
+                           "check that the file exists and is readable by the user running walship") from None
     if len(data) != st.st_size:
         raise WalshipError(f"{name} changed while it was read ({len(data)} of {st.st_size} bytes)",
                            "PostgreSQL will call wal-push again")

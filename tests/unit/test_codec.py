@@ -1,0 +1,65 @@
+import os
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from walship import codec
+from walship.errors import IntegrityError
+
+CODECS = ["zstd", "lz4", "gzip", "none"]
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_pack_unpack_round_trip(name):
+    data = os.urandom(1000) + b"a" * 100000
+    blob = codec.pack(data, name)
+    assert codec.unpack(blob) == data
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_flipped_byte_is_detected(name):
+    data = b"walship" * 20000
+    blob = bytearray(codec.pack(data, name))
+    blob[len(blob) // 2] ^= 0x40
+    with pytest.raises(IntegrityError):
+        codec.unpack(bytes(blob), "wal/x")
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_truncated_object_is_detected(name):
+    blob = codec.pack(os.urandom(50000), name)
+    with pytest.raises(IntegrityError):
+        codec.unpack(blob[: len(blob) - 10], "wal/x")
+
+
+def test_foreign_object_is_refused_with_its_name():
+    with pytest.raises(IntegrityError, match="wal/000000010000000000000001 is not a walship object"):
+        codec.unpack(b"\x89LZO\x00garbage", "wal/000000010000000000000001")
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_stream_round_trip_in_small_chunks(name):
+    data = os.urandom(300000) + b"z" * 300000
+    chunks = [data[i:i + 7777] for i in range(0, len(data), 7777)]
+    encoded = b"".join(codec.encode_stream(chunks, name, part=3))
+    pieces = [encoded[i:i + 1000] for i in range(0, len(encoded), 1000)]
+    meta, payload = codec.split_header(pieces, "part")
+    assert meta == {"codec": name, "part": 3}
+    assert b"".join(codec.decode_stream(payload, name)) == data
+
+
+@pytest.mark.parametrize("name", ["zstd", "lz4", "gzip"])
+def test_truncated_stream_is_detected(name):
+    encoded = b"".join(codec.encode_stream([os.urandom(100000)], name))
+    meta, payload = codec.split_header([encoded[:-20]])
+    with pytest.raises(IntegrityError, match="truncated|corrupt"):
+        b"".join(codec.decode_stream(payload, name, "part"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_header_parser_rejects_garbage_cleanly(data):
+    try:
+        codec.parse_header(data)
+    except IntegrityError:
+        pass
