@@ -184,7 +184,9 @@ def _dispatch(command: str, args, settings) -> int:
         except NotInArchive as exc:
             # Normal at the end of recovery: PostgreSQL asks for the segment after the last one.
             from walship import logs
+            from walship.archive.fetch import forget_prefetched
             logs.info("wal_not_found", exc.message, segment=args.wal_name)
+            forget_prefetched(args.wal_name, args.dest_path)
             return exc.exit_code
         return 0
     if command == "wal-prefetch":

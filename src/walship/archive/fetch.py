@@ -83,6 +83,23 @@ def wal_fetch(name: str, dest_path: str, settings, store_factory) -> str:
     return source
 
 
+def forget_prefetched(name: str, dest_path: str) -> None:
+    """A segment missing from the archive ends replay: nothing after it was prefetched either."""
+    if not is_segment(name):
+        return
+    pdir = prefetch_directory(dest_path)
+    try:
+        entries = os.listdir(pdir)
+    except OSError:
+        return
+    for entry in entries:
+        if entry != _LOCK:
+            try:
+                os.unlink(os.path.join(pdir, entry))
+            except OSError:
+                pass
+
+
 def _start_prefetcher(name: str, pdir: str, segment_size: int, settings) -> None:
     os.makedirs(pdir, mode=0o700, exist_ok=True)
     _drop_older(pdir, name)
