@@ -164,7 +164,9 @@ class S3Store(Store):
         if status == 403 or code == "AccessDenied" or type(exc).__name__ == "PermissionDeniedError":
             return StoreError(f"access denied {action} {key} in bucket {self.bucket}",
                               "check the credentials and the bucket policy (s3:GetObject, s3:PutObject, s3:ListBucket, s3:DeleteObject)")
-        if "credential" in text.lower() and "error" in text.lower():
+        if "/latest/api/token" in text or "/latest/meta-data" in text or (
+                "credential" in text.lower() and "error" in text.lower()):
+            # every source of the credential chain failed, the last being instance metadata
             return StoreError(f"no usable AWS credentials for bucket {self.bucket}",
                               "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role")
         if "onnect" in text or "dns error" in text or "timed out" in text.lower() or "timeout" in text.lower():

@@ -1,0 +1,99 @@
+"""Faults while archiving: a killed wal-push and an unreachable store lose nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.support import pg
+from tests.support.s3 import SwitchableProxy
+from walship import codec
+from walship.config import Settings
+from walship.storage import open_store
+
+
+def _segments(scratch, count: int) -> tuple[str, list[str]]:
+    """A pg_wal-like directory with `count` .ready segments of compressible-but-not-trivial data."""
+    wal = pg.make_dir(scratch, "pg_wal", 0o755)
+    pg.make_dir(wal, "archive_status", 0o755)
+    names = [f"0000000100000000000000{i:02X}" for i in range(1, count + 1)]
+    for n in names:
+        block = os.urandom(4 << 20) + bytes(12 << 20)
+        (wal / n).write_bytes(block)
+        (wal / "archive_status" / f"{n}.ready").touch()
+    for p in list(wal.rglob("*")) + [wal]:
+        pg.chown_postgres(p)
+    return str(wal), names
+
+
+def _store(env: dict):
+    s = Settings(repo=env["WALSHIP_REPO"], s3_endpoint=env.get("WALSHIP_S3_ENDPOINT"))
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    return open_store(s.repo, s)
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.6])
+def test_wal_push_killed_mid_upload_leaves_only_complete_objects(repo_env, scratch, delay):
+    wal, names = _segments(scratch, 8)
+    env = pg.server_env({**repo_env, "WALSHIP_PUSH_BATCH": "8", "WALSHIP_PUSH_CONCURRENCY": "2"})
+    proc = subprocess.Popen([pg.WALSHIP, "wal-push", f"{wal}/{names[0]}"], env=env, cwd="/tmp",
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **pg.as_postgres())
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    store = _store(repo_env)
+    # whatever made it is complete and exact; what did not is simply absent
+    for obj in store.list("wal/"):
+        name = obj.key[4:]
+        assert codec.unpack(store.get(obj.key), name) == open(f"{wal}/{name}", "rb").read()
+    # PostgreSQL would call again for every segment: each call succeeds, the archive is whole
+    for n in names:
+        r = pg.walship(["wal-push", f"{wal}/{n}"], env)
+        assert r.returncode == 0, r.stderr
+    assert sorted(o.key[4:] for o in store.list("wal/")) == names
+
+
+def test_store_outage_fails_archiving_then_it_catches_up_without_gaps(cluster_factory, scratch, moto):
+    bucket = moto.new_bucket()
+    proxy = SwitchableProxy(moto.port)
+    env = {**moto.env(bucket, endpoint=proxy.endpoint), "WALSHIP_S3_MAX_RETRIES": "1",
+           "WALSHIP_S3_RETRY_TIMEOUT": "2", "WALSHIP_S3_CONNECT_TIMEOUT": "2"}
+    c = cluster_factory(15, env=env)
+    c.initdb()
+    c.set_archiving()
+    c.start()
+    c.sql("CREATE TABLE t (id int, pad text)")
+    first = c.switch_wal()
+    c.wait_archived(first)
+
+    proxy.down()
+    try:
+        during = []
+        for _ in range(4):
+            c.sql("INSERT INTO t SELECT g, repeat('x', 300) FROM generate_series(1, 20000) g")
+            during.append(c.switch_wal())
+        deadline = time.time() + 60
+        while c.scalar("SELECT failed_count FROM pg_stat_archiver") < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert c.scalar("SELECT failed_count FROM pg_stat_archiver") >= 2
+        ready = list((c.datadir / "pg_wal" / "archive_status").glob("*.ready"))
+        assert len(ready) >= 3, "segments must wait in pg_wal while the store is down"
+        archived = {k.rsplit("/", 1)[1] for k in moto.keys(bucket, "pg/wal/")}
+        assert not set(during) & archived
+        assert "cannot reach S3" in c.logfile.read_text()
+    finally:
+        proxy.up()
+    c.wait_archived(during[-1], timeout=120)
+    archived = sorted(k.rsplit("/", 1)[1] for k in moto.keys(bucket, "pg/wal/") if len(k.rsplit("/", 1)[1]) == 24)
+    # contiguous from the first archived segment to the last switched one
+    from walship.pg.walnames import Segment
+    numbers = [Segment.parse(n).number for n in archived]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    assert archived[-1] >= during[-1]
+    proxy.close()
