@@ -169,13 +169,24 @@ class S3Store(Store):
             # every source of the credential chain failed, the last being instance metadata
             return StoreError(f"no usable AWS credentials for bucket {self.bucket}",
                               "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role")
-        if "onnect" in text or "dns error" in text or "timed out" in text.lower() or "timeout" in text.lower():
+        if status and status >= 500 or status == 429:
+            what = {503: "throttled the requests (503 SlowDown)" if code == "SlowDown" else "is unavailable (HTTP 503)",
+                    429: "throttled the requests (HTTP 429)"}.get(status, f"answered HTTP {status}{' ' + code if code else ''}")
+            return StoreError(f"S3 at {self._where()} {what} while {action} {key}, after retries",
+                              "the store is failing; nothing was acknowledged, retry later")
+        if status:
+            return StoreError(f"S3 error {action} {key} in bucket {self.bucket}: HTTP {status}"
+                              + (f" {code}" if code else ""))
+        if "body error" in text or "connection reset" in text.lower() or "incomplete" in text.lower():
+            return StoreError(f"the connection to S3 at {self._where()} broke while {action} {key}, after retries",
+                              "check the network; nothing partial was kept")
+        if "kind: Timeout" in text or "TimedOut" in text:
+            return StoreError(f"S3 at {self._where()} did not answer in time while {action} {key}, after retries",
+                              "check the store's health and the network (timeouts: WALSHIP_S3_REQUEST_TIMEOUT)")
+        if "error sending request" in text or "onnect" in text or "dns error" in text or "timed out" in text:
             return StoreError(f"cannot reach S3 at {self._where()} while {action} {key} (after retries): "
                               f"{_reason(text)}", "check the network and WALSHIP_S3_ENDPOINT")
-        detail = f"HTTP {status}" if status else _reason(text)
-        if code:
-            detail += f" {code}"
-        return StoreError(f"S3 error {action} {key} in bucket {self.bucket}: {detail}")
+        return StoreError(f"S3 error {action} {key} in bucket {self.bucket}: {_reason(text)}")
 
     def _where(self) -> str:
         return self._endpoint or "AWS S3"
@@ -262,12 +273,13 @@ class S3Store(Store):
 
 
 def _xml_code(text: str) -> str | None:
-    m = re.search(r"<Code>([^<]+)</Code>", text)
+    m = re.search(r"<Code>([^<]+)</Code>", text) or re.search(r"\b(SlowDown|NoSuchBucket|AccessDenied|"
+                                                             r"InvalidAccessKeyId|SignatureDoesNotMatch)\b", text)
     return m.group(1) if m else None
 
 
 def _status(text: str) -> int | None:
-    m = re.search(r"status code: (\d{3})", text) or re.search(r"\b(\d{3}) [A-Z][a-z]+", text)
+    m = re.search(r"status code: (\d{3})", text)
     return int(m.group(1)) if m else None
 
 
