@@ -28,6 +28,7 @@ exit codes:
 # function(command, args, settings, store_factory) -> exit code.
 COMMAND_MODULES = (
     "walship.backup.cli",
+    "walship.monitoring.cli",
 )
 
 

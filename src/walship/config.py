@@ -80,6 +80,7 @@ class Settings:
     nsca_host: str | None = None
     nsca_port: int = 5667
     nsca_password: str | None = None
+    nsca_encryption: int = 1                     # send_nsca encryption_method (1 = XOR, nsca's default)
     metrics_file: str | None = None              # Prometheus textfile collector output
 
     # client-side encryption

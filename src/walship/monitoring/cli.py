@@ -1,0 +1,30 @@
+"""Command-line parsers of `walship check backup|archive` and `walship status` (light: imported on every run)."""
+
+from __future__ import annotations
+
+HANDLER = "walship.monitoring.commands:run"
+
+
+def add_parsers(sub, common) -> None:
+    check = sub.add_parser("check", help="Nagios/Icinga plugin checks (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)")
+    kinds = check.add_subparsers(dest="check", metavar="CHECK")
+
+    p = kinds.add_parser("backup", parents=[common], help="age, size and duration of the newest base backup")
+    p.add_argument("--warning", "-w", default="26h", metavar="AGE", help="WARNING from this age (default 26h)")
+    p.add_argument("--critical", "-c", default="50h", metavar="AGE", help="CRITICAL from this age (default 50h)")
+
+    p = kinds.add_parser("archive", parents=[common],
+                         help="archiver failures, .ready backlog, pg_wal size, newest archived segment, gaps")
+    p.add_argument("--pg", metavar="CONNINFO", help="libpq connection string (default: PGHOST, PGPORT, PGUSER, ...)")
+    p.add_argument("--backlog-warning", type=int, default=10, metavar="N", help=".ready files (default 10)")
+    p.add_argument("--backlog-critical", type=int, default=100, metavar="N", help=".ready files (default 100)")
+    p.add_argument("--age-warning", metavar="AGE", help="newest archived segment older than AGE (default: off)")
+    p.add_argument("--age-critical", metavar="AGE", help="newest archived segment older than AGE (default: off)")
+
+    p = sub.add_parser("status", parents=[common],
+                       help="backups, recoverable window, gaps and last failures at a glance")
+    p.add_argument("--pg", metavar="CONNINFO", help="libpq connection string for the archiver's state")
+    p.add_argument("--json", action="store_true")
+
+    for parser in (check, kinds.choices["backup"], kinds.choices["archive"], sub.choices["status"]):
+        parser.set_defaults(handler=HANDLER)
