@@ -80,6 +80,7 @@ def _parser():
     common.add_argument("--syslog-program", help="syslog program name ('{command}' = the command)")
     # WAL-E's global flags, accepted so that WAL-E command lines keep working.
     common.add_argument("--terse", action="store_true", help=argparse.SUPPRESS)
+    common.add_argument("--gpg-key-id", help=argparse.SUPPRESS)
     common.add_argument("--aws-instance-profile", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -105,25 +106,41 @@ def _parser():
     p = sub.add_parser("config", parents=[common], help="print the effective settings (secrets masked)")
     p.add_argument("--json", action="store_true")
 
+    sub.add_parser("keygen", help="print a new random encryption key (base64) for WALSHIP_ENCRYPTION_KEY_FILE")
     sub.add_parser("version", help="print the version")
     return parser
 
 
 def _flags(args) -> dict:
     keys = ("repo", "log_format", "log_destination", "syslog_program", "push_concurrency",
-            "fetch_prefetch", "backup_concurrency")
-    return {k: getattr(args, k, None) for k in keys}
+            "fetch_prefetch", "backup_concurrency", "gpg_key_id")
+    flags = {k: getattr(args, k, None) for k in keys}
+    if getattr(args, "terse", False):
+        flags["log_level"] = "warning"         # WAL-E's --terse: warnings and errors only
+    return flags
 
 
 def _run(argv: list[str]) -> int:
     from walship import logs
-    from walship.errors import EXIT_ABORT_RECOVERY, EXIT_USAGE, StoreError, WalshipError
+    from walship.errors import EXIT_ABORT_RECOVERY, EXIT_USAGE, IntegrityError, StoreError, WalshipError
 
+    from walship.walecompat.commandline import UnsupportedOption, translate
+    try:
+        argv, notices = translate(argv)
+    except UnsupportedOption as exc:
+        print(f"walship: ERROR: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for notice in notices:
+        print(f"walship: WARNING: {notice}", file=sys.stderr)
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    if args.command == "keygen":
+        from walship.crypto import generate_key
+        print(generate_key())
+        return 0
     if args.command == "version":
         from walship import __version__
         print(f"walship {__version__}")
@@ -140,7 +157,10 @@ def _run(argv: list[str]) -> int:
         return _dispatch(command, args, settings)
     except WalshipError as exc:
         logs.error("error", exc.one_line(), error=exc.one_line())
-        if command == "wal-fetch" and isinstance(exc, StoreError) and _in_archive_recovery():
+        # A file that exists but cannot be read (store down, corrupt, key missing) is not the end of
+        # the archive: any exit below 126 would make PostgreSQL end recovery there.
+        unreadable = isinstance(exc, (StoreError, IntegrityError)) or getattr(exc, "aborts_recovery", False)
+        if command == "wal-fetch" and unreadable and _in_archive_recovery():
             logs.error("recovery_aborted",
                        "stopping recovery: ending it here would lose the WAL still in the repository; "
                        "fix the repository and start the server again")

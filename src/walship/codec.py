@@ -136,17 +136,53 @@ def compress_bytes(data: bytes, codec: str, level: int | None = None) -> bytes:
     return c.compress(data) + c.flush()
 
 
+# --- encryption (optional) --------------------------------------------------
+
+def _seal(header: bytes, payload: Iterable[bytes], keyring) -> Iterator[bytes]:
+    from walship import crypto
+    return crypto.encrypt(payload, keyring.current, header)
+
+
+def _unseal(meta: dict, header: bytes, payload: Iterable[bytes], keyring, name: str) -> Iterable[bytes]:
+    enc = meta.get("enc")
+    if not enc:
+        return payload
+    from walship import crypto
+    if enc.get("alg") != crypto.ALGORITHM:
+        raise IntegrityError(f"{name} is encrypted with an unknown scheme {enc.get('alg')!r}")
+    if keyring is None:
+        raise IntegrityError(f"{name} is encrypted (key {enc.get('kid')}) but no encryption key is configured",
+                             "set WALSHIP_ENCRYPTION_KEY_FILE (or _KEY / _KEY_COMMAND)")
+    return crypto.decrypt(payload, keyring.key_for(enc.get("kid", ""), name), header, name)
+
+
+def _header_for(meta: dict, keyring) -> bytes:
+    if keyring is not None:
+        from walship import crypto
+        meta = {**meta, "enc": {"alg": crypto.ALGORITHM, "kid": keyring.current_id}}
+    return encode_header(meta)
+
+
 # --- whole objects (WAL) ---------------------------------------------------
 
-def pack(data: bytes, codec: str, level: int | None = None, **meta) -> bytes:
-    header = {"codec": codec, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), **meta}
-    return encode_header(header) + compress_bytes(data, codec, level)
+def pack(data: bytes, codec: str, level: int | None = None, keyring=None, sha256: str | None = None,
+         **meta) -> bytes:
+    """A stored object holding data. Unencrypted objects carry size and SHA-256 in the header
+    (a conflicting push is then recognised from the header alone); encrypted ones carry
+    neither in the clear: the AEAD authenticates their content."""
+    compressed = compress_bytes(data, codec, level)
+    if keyring is None:
+        digest = sha256 or hashlib.sha256(data).hexdigest()
+        return encode_header({"codec": codec, "size": len(data), "sha256": digest, **meta}) + compressed
+    header = _header_for({"codec": codec, **meta}, keyring)
+    return header + b"".join(_seal(header, [compressed], keyring))
 
 
-def unpack(blob: bytes, name: str = "object") -> bytes:
-    """The original bytes, verified against the header's size and SHA-256."""
+def unpack(blob: bytes, name: str = "object", keyring=None) -> bytes:
+    """The original bytes, authenticated (encrypted) or checked against size and SHA-256."""
     meta, offset = parse_header(blob, name)
-    data = b"".join(decode_stream([blob[offset:]], meta["codec"], name))
+    payload = _unseal(meta, blob[:offset], [blob[offset:]], keyring, name)
+    data = b"".join(decode_stream(payload, meta["codec"], name))
     if "size" in meta and len(data) != meta["size"]:
         raise IntegrityError(f"{name} is corrupt: {len(data)} bytes instead of {meta['size']}")
     if "sha256" in meta and hashlib.sha256(data).hexdigest() != meta["sha256"]:
@@ -156,16 +192,27 @@ def unpack(blob: bytes, name: str = "object") -> bytes:
 
 # --- streams (backups) -----------------------------------------------------
 
-def encode_stream(chunks: Iterable[bytes], codec: str, level: int | None = None, **meta) -> Iterator[bytes]:
-    yield encode_header({"codec": codec, **meta})
+def encode_stream(chunks: Iterable[bytes], codec: str, level: int | None = None, keyring=None,
+                  **meta) -> Iterator[bytes]:
+    header = _header_for({"codec": codec, **meta}, keyring)
+    yield header
     comp = compressor(codec, level)
-    for chunk in chunks:
-        out = comp.compress(chunk)
-        if out:
-            yield out
-    tail = comp.flush()
-    if tail:
-        yield tail
+
+    def compressed() -> Iterator[bytes]:
+        for chunk in chunks:
+            out = comp.compress(chunk)
+            if out:
+                yield out
+        tail = comp.flush()
+        if tail:
+            yield tail
+    yield from (_seal(header, compressed(), keyring) if keyring is not None else compressed())
+
+
+def open_stream(chunks: Iterable[bytes], name: str = "object", keyring=None) -> tuple[dict, Iterator[bytes]]:
+    """Header and plaintext of a stored stream: decrypted, decompressed, verified as it is read."""
+    meta, header, payload = _split(chunks, name)
+    return meta, decode_stream(_unseal(meta, header, payload, keyring, name), meta["codec"], name)
 
 
 def decode_stream(payload: Iterable[bytes], codec: str, name: str = "object") -> Iterator[bytes]:
@@ -188,6 +235,11 @@ def decode_stream(payload: Iterable[bytes], codec: str, name: str = "object") ->
 
 def split_header(chunks: Iterable[bytes], name: str = "object") -> tuple[dict, Iterator[bytes]]:
     """Read the header off a stream of chunks; returns it and the payload chunks."""
+    meta, _, payload = _split(chunks, name)
+    return meta, payload
+
+
+def _split(chunks: Iterable[bytes], name: str) -> tuple[dict, bytes, Iterator[bytes]]:
     it = iter(chunks)
     buf = b""
     while True:
@@ -203,7 +255,7 @@ def split_header(chunks: Iterable[bytes], name: str = "object") -> tuple[dict, I
                     if rest:
                         yield rest
                     yield from it
-                return meta, payload()
+                return meta, buf[:offset], payload()
         try:
             buf += next(it)
         except StopIteration:

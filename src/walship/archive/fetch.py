@@ -43,7 +43,7 @@ def _write_atomically(path: str, data: bytes) -> None:
         raise
 
 
-def download(store: Store, name: str) -> bytes:
+def download(store: Store, name: str, keyring=None) -> bytes:
     """The verified content of an archived WAL file; NotInArchive when absent."""
     try:
         blob = store.get(wal_key(name))
@@ -53,7 +53,7 @@ def download(store: Store, name: str) -> bytes:
         if data is None:
             raise NotInArchive(f"{name} is not in the archive {store.url}") from None
         return data
-    return codec.unpack(blob, f"archived {name}")
+    return codec.unpack(blob, f"archived {name}", keyring)
 
 
 def prefetch_directory(dest_path: str) -> str:
@@ -72,8 +72,8 @@ def wal_fetch(name: str, dest_path: str, settings, store_factory) -> str:
         size = os.path.getsize(dest_path)
         source = "prefetched"
     else:
-        store = store_factory()
-        data = download(store, name)
+        from walship.crypto import keyring_from_settings
+        data = download(store_factory(), name, keyring_from_settings(settings))
         _write_atomically(dest_path, data)
         size = len(data)
     logs.info("wal_fetched", f"{name} restored ({source})", segment=name, bytes=size,
@@ -167,10 +167,12 @@ def run_prefetcher(name: str, pdir: str, segment_size: int, settings, store_fact
         if not wanted:
             return 0
         store = store_factory()
+        from walship.crypto import keyring_from_settings
+        keyring = keyring_from_settings(settings)
 
         def one(seg_name: str) -> bool:
             try:
-                data = download(store, seg_name)
+                data = download(store, seg_name, keyring)
             except NotInArchive:
                 return False
             except WalshipError as exc:

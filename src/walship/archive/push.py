@@ -40,7 +40,8 @@ class PushResult:
     already_archived: bool = False
 
 
-def push_file(store: Store, path: str, compression: str, level: int | None) -> tuple[PushResult, os.stat_result]:
+def push_file(store: Store, path: str, compression: str, level: int | None,
+              keyring=None) -> tuple[PushResult, os.stat_result]:
     name = os.path.basename(path)
     started = time.monotonic()
     try:
@@ -54,15 +55,13 @@ def push_file(store: Store, path: str, compression: str, level: int | None) -> t
         raise WalshipError(f"{name} changed while it was read ({len(data)} of {st.st_size} bytes)",
                            "PostgreSQL will call wal-push again")
     digest = hashlib.sha256(data).hexdigest()
-    blob = codec.encode_header({"codec": compression, "size": len(data), "sha256": digest, "name": name}) \
-        + codec.compress_bytes(data, compression, level)
+    blob = codec.pack(data, compression, level, keyring, sha256=digest, name=name)
     key = wal_key(name)
     already = False
     try:
         store.put(key, blob, if_absent=True)
     except ObjectExists:
-        existing, _ = codec.parse_header(store.get_range(key, 0, codec.HEADER_PROBE), f"archived {name}")
-        if existing.get("sha256") != digest or existing.get("size") != len(data):
+        if not _same_content(store, key, name, data, digest, keyring):
             raise IntegrityError(
                 f"{name} is already archived in {store.url} with different content; refusing to overwrite it",
                 "another cluster may be archiving into this repository (split brain); "
@@ -70,6 +69,15 @@ def push_file(store: Store, path: str, compression: str, level: int | None) -> t
         already = True
     result = PushResult(name, len(data), len(blob), time.monotonic() - started, already)
     return result, st
+
+
+def _same_content(store: Store, key: str, name: str, data: bytes, digest: str, keyring) -> bool:
+    """Is the archived object the same file? From its header alone when it carries the digest."""
+    existing, _ = codec.parse_header(store.get_range(key, 0, codec.HEADER_PROBE), f"archived {name}")
+    if "sha256" in existing:
+        return existing["sha256"] == digest and existing.get("size") == len(data)
+    # encrypted objects keep no digest in the clear: open the object and compare
+    return codec.unpack(store.get(key), f"archived {name}", keyring) == data
 
 
 def ready_files(wal_dir: str, exclude: str, limit: int, spool_directory: str) -> list[str]:
@@ -109,12 +117,15 @@ def wal_push(wal_path: str, settings, store: Store) -> list[PushResult]:
     if not os.path.exists(wal_path):
         raise WalshipError(f"{wal_path} does not exist", "wal-push takes the path PostgreSQL passes as %p")
 
+    from walship.crypto import keyring_from_settings
+    keyring = keyring_from_settings(settings)
     extra = ready_files(wal_dir, name, settings.push_batch - 1, spool_directory)
     results: list[PushResult] = []
     with ThreadPoolExecutor(max_workers=min(settings.push_concurrency, 1 + len(extra))) as pool:
-        own = pool.submit(push_file, store, wal_path, settings.compression, settings.compression_level)
-        others = [(p, pool.submit(push_file, store, p, settings.compression, settings.compression_level))
-                  for p in extra]
+        def submit(path: str):
+            return pool.submit(push_file, store, path, settings.compression, settings.compression_level, keyring)
+        own = submit(wal_path)
+        others = [(p, submit(p)) for p in extra]
         for path, fut in others:
             try:
                 result, st = fut.result()
