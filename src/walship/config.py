@@ -87,6 +87,7 @@ class Settings:
     encryption_key: str | None = None
     encryption_key_file: str | None = None
     encryption_key_command: str | None = None
+    gpg_key_id: str | None = None                # WALE_GPG_KEY_ID: WAL-E's key; its objects are decrypted with gpg
 
     # where each value came from, for `walship config`
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -131,33 +132,65 @@ def _convert(name: str, raw: object, origin: str) -> object:
     return str(raw)
 
 
+# WAL-E's storage prefixes, in the order WAL-E itself picks the first one set.
+_WALE_PREFIXES = ("WALE_FILE_PREFIX", "WALE_GS_PREFIX", "WALE_S3_PREFIX", "WALE_SWIFT_PREFIX", "WALE_WABS_PREFIX")
+_WALE_LOG_DESTINATIONS = {frozenset({"stderr"}): "stderr", frozenset({"syslog"}): "syslog",
+                          frozenset({"stderr", "syslog"}): "both"}
+
+
 def _wale_environment(env: dict[str, str]) -> dict[str, str]:
-    """Translate WAL-E's variables into walship setting names."""
+    """Translate WAL-E's variables into walship setting names (docs/migrating-from-wal-e.md)."""
     out: dict[str, str] = {}
-    if env.get("WALE_S3_PREFIX"):
-        out["repo"] = env["WALE_S3_PREFIX"]
-    elif env.get("WALE_FILE_PREFIX"):
-        prefix = env["WALE_FILE_PREFIX"]
-        # WAL-E writes file://localhost/absolute/path
+    chosen = next((var for var in _WALE_PREFIXES if env.get(var)), None)
+    if chosen == "WALE_S3_PREFIX":
+        out["repo"] = env[chosen]
+    elif chosen == "WALE_FILE_PREFIX":
+        prefix = env[chosen]
+        # WAL-E's form is file://localhost/absolute/path; file:///absolute/path means the same
         if prefix.startswith("file://localhost/"):
             prefix = "file:///" + prefix[len("file://localhost/"):]
+        if not prefix.startswith("file:///"):
+            raise ConfigError(f"WALE_FILE_PREFIX {prefix!r} is not a file:// URL of an absolute path",
+                              "use file://localhost/absolute/path")
         out["repo"] = prefix
+    elif chosen is not None:
+        raise ConfigError(f"{chosen} is set, but walship stores only in S3 or a filesystem",
+                          "copy the archive to S3 and set WALE_S3_PREFIX (or WALSHIP_REPO)")
     if env.get("WALE_S3_ENDPOINT"):
-        # WAL-E's form: scheme+calling_format://host:port, e.g. https+path://s3.example:443
-        scheme, _, rest = env["WALE_S3_ENDPOINT"].partition("://")
-        proto, _, style = scheme.partition("+")
-        out["s3_endpoint"] = f"{proto}://{rest}"
-        if style == "path":
-            out["s3_path_style"] = "true"
-        elif style in ("virtualhost", "subdomain"):
-            out["s3_path_style"] = "false"
+        out.update(_wale_s3_endpoint(env["WALE_S3_ENDPOINT"]))
     if env.get("WALE_S3_STORAGE_CLASS"):
         out["s3_storage_class"] = env["WALE_S3_STORAGE_CLASS"]
     if env.get("WALE_LOG_DESTINATION"):
-        out["log_destination"] = env["WALE_LOG_DESTINATION"]
+        # WAL-E takes a comma-separated list (its default is "stderr,syslog")
+        parts = frozenset(p.strip() for p in env["WALE_LOG_DESTINATION"].split(",") if p.strip())
+        if parts not in _WALE_LOG_DESTINATIONS:
+            raise ConfigError(f"WALE_LOG_DESTINATION {env['WALE_LOG_DESTINATION']!r} is not understood",
+                              "use stderr, syslog or stderr,syslog")
+        out["log_destination"] = _WALE_LOG_DESTINATIONS[parts]
     if env.get("WALE_SYSLOG_FACILITY"):
         out["syslog_facility"] = env["WALE_SYSLOG_FACILITY"].lower()
+    if env.get("WALE_GPG_KEY_ID"):
+        out["gpg_key_id"] = env["WALE_GPG_KEY_ID"]
+    if env.get("WALE_RETRIES"):
+        out["s3_max_retries"] = env["WALE_RETRIES"]
+    if env.get("AWS_SECURITY_TOKEN") and not env.get("AWS_SESSION_TOKEN") and env.get("AWS_ACCESS_KEY_ID"):
+        # boto 2's name for the session token of temporary credentials
+        out["s3_access_key_id"] = env["AWS_ACCESS_KEY_ID"]
+        out["s3_secret_access_key"] = env.get("AWS_SECRET_ACCESS_KEY", "")
+        out["s3_session_token"] = env["AWS_SECURITY_TOKEN"]
     return out
+
+
+def _wale_s3_endpoint(value: str) -> dict[str, str]:
+    """WAL-E's form: protocol+calling_format://host[:port], e.g. https+path://s3.example:443."""
+    scheme, sep, rest = value.partition("://")
+    proto, _, style = scheme.partition("+")
+    if not sep or proto not in ("http", "https") or style not in ("path", "virtualhost", "subdomain") \
+            or not rest or "/" in rest.rstrip("/") or "@" in rest:
+        raise ConfigError(f"WALE_S3_ENDPOINT {value!r} is not in WAL-E's form",
+                          "use https+path://host:port (or https+virtualhost://host)")
+    return {"s3_endpoint": f"{proto}://{rest.rstrip('/')}",
+            "s3_path_style": "true" if style == "path" else "false"}
 
 
 def _read_file(path: str) -> dict[str, object]:

@@ -1,16 +1,26 @@
-"""WAL that WAL-E archived (wal_005/<name>.lzo) before a switch to walship."""
+"""WAL that WAL-E archived before the switch to walship: wal_005/<name>.lzo.
+
+WAL-E stored segments, timeline history files and backup history files
+(`<segment>.<offset>.backup`) under the same scheme: the PostgreSQL file name
+plus `.lzo`. wal-fetch asks here only when walship's own wal/<name> is absent,
+so after the switch walship's copy of a file always wins.
+"""
 
 from __future__ import annotations
 
-from walship.errors import WalshipError
+from walship.storage import ObjectNotFound, Store
+from walship.walecompat import objects
 
 WALE_WAL_PREFIX = "wal_005/"
 
 
-def fetch(store, name: str) -> bytes | None:
-    """The content of a WAL file WAL-E archived, or None when WAL-E stored none."""
-    key = f"{WALE_WAL_PREFIX}{name}.lzo"
-    if store.head(key) is None:
+def wal_key(name: str) -> str:
+    return f"{WALE_WAL_PREFIX}{name}.lzo"
+
+
+def fetch(store: Store, name: str) -> bytes | None:
+    """The content of a WAL file WAL-E archived, verified; None when WAL-E stored none."""
+    try:
+        return objects.read(store, wal_key(name))
+    except ObjectNotFound:
         return None
-    raise WalshipError(f"{name} exists only as WAL-E object {key}, which this walship cannot read yet",
-                       "restore it with WAL-E's wal-fetch")

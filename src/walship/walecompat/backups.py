@@ -1,0 +1,287 @@
+"""Base backups WAL-E stored (layout version 005): listing them and restoring one.
+
+    basebackups_005/base_<segment>_<offset>/extended_version.txt        written first: `SELECT version()`
+    basebackups_005/base_<segment>_<offset>/tar_partitions/part_<N>.tar.lzo
+    basebackups_005/base_<segment>_<offset>_backup_stop_sentinel.json   written last: the backup is complete
+
+The sentinel holds the stop segment and offset, the uncompressed size and the
+"spec" (tablespaces: their OIDs, where they were, the pg_tblspc link). A
+backup without its sentinel never finished and is never listed.
+
+The name carries the start point, with two quirks of WAL-E 1.1.1 that this
+module has to undo:
+- a hot backup's offset is `lpad(file_offset::text, 8, '0')`: decimal;
+- `backup-push --while-offline` (the only kind WAL-E can take on PostgreSQL 15+)
+  derives both the segment and the offset from the first two characters of
+  the unpadded REDO offset, so `0/3000028` is named `..._00000030_00000030`:
+  the real segment is the named one, or its first digit, or 0. Such names are
+  recognised (the segment's last 8 digits equal the offset field) and their
+  start is taken as the first segment of that log, which is never later than
+  the real one, so retention keeps every WAL file the backup needs.
+
+A restore does not rely on the name either way: a hot backup carries its
+backup_label, an offline one its pg_control; PostgreSQL finds the start there.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator
+
+from walship import logs
+from walship.backup.catalog import BackupInfo
+from walship.errors import ConfigError, IntegrityError, WalshipError
+from walship.storage import ObjectInfo, ObjectNotFound, Store
+from walship.walecompat import filters, objects, untar
+
+PREFIX = "basebackups_005/"
+NAME_RE = re.compile(r"^base_(?P<segment>[0-9A-F]{24})_(?P<offset>[0-9A-F]{8})$")
+SENTINEL_SUFFIX = "_backup_stop_sentinel.json"
+PART_RE = re.compile(r"^part_(?P<number>\d+)\.tar\.lzo$")
+WALE_SEGMENT_SIZE = 16 * 1024 * 1024          # WAL-E's arithmetic assumes 16 MiB segments
+# WAL-E left these out of every base backup (tar_partition.PG_CONF): they live in /etc on Debian
+UNSAVED_CONFIG = ("postgresql.conf", "pg_hba.conf", "pg_ident.conf")
+
+
+class BackupNotFound(WalshipError):
+    pass
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    wal: str          # first segment the backup needs (a lower bound for offline names)
+    lsn: str
+    exact: bool
+
+
+def is_wale_name(name: str) -> bool:
+    return bool(NAME_RE.match(name))
+
+
+def start_point(name: str) -> StartPoint:
+    """Where WAL replay for the backup called `name` begins (see the module doc for offline names)."""
+    m = NAME_RE.match(name)
+    if m is None:
+        raise BackupNotFound(f"{name!r} is not a WAL-E backup name (base_<segment>_<offset>)")
+    segment, offset = m["segment"], m["offset"]
+    timeline, log, seg = segment[:8], int(segment[8:16], 16), int(segment[16:], 16)
+    if segment[16:] == offset:                # WAL-E's --while-offline naming
+        return StartPoint(wal=f"{timeline}{log:08X}00000000", lsn=f"{log:X}/0", exact=False)
+    if not offset.isdigit():
+        raise BackupNotFound(f"{name!r} has an offset that WAL-E never writes")
+    low = seg * WALE_SEGMENT_SIZE + int(offset, 10)
+    return StartPoint(wal=segment, lsn=f"{log:X}/{low:X}", exact=True)
+
+
+def pg_version_number(text: str) -> int:
+    """server_version_num from `SELECT version()` / pg_config's VERSION ("PostgreSQL 15.5 on ...")."""
+    m = re.search(r"PostgreSQL (\d+)(?:\.(\d+))?(?:\.(\d+))?", text)
+    if m is None:
+        return 0
+    major, second, third = int(m[1]), int(m[2] or 0), int(m[3] or 0)
+    if major >= 10:
+        return major * 10000 + second
+    return major * 10000 + second * 100 + third
+
+
+# --- listing ------------------------------------------------------------------
+
+def list_backups(store: Store) -> list[BackupInfo]:
+    """Every complete WAL-E backup in the repository, oldest first (by the time it completed)."""
+    sentinels: dict[str, ObjectInfo] = {}
+    sizes: dict[str, int] = {}
+    version_files: dict[str, ObjectInfo] = {}
+    for obj in store.list(PREFIX):
+        rest = obj.key[len(PREFIX):]
+        if "/" not in rest:
+            if rest.endswith(SENTINEL_SUFFIX) and is_wale_name(rest[:-len(SENTINEL_SUFFIX)]):
+                sentinels[rest[:-len(SENTINEL_SUFFIX)]] = obj
+            continue
+        name, _, inner = rest.partition("/")
+        sizes[name] = sizes.get(name, 0) + obj.size
+        if inner == "extended_version.txt":
+            version_files[name] = obj
+    found = [_describe(store, name, sentinel, sizes.get(name, 0), version_files.get(name))
+             for name, sentinel in sentinels.items()]
+    return sorted(found, key=lambda b: (b.stop_time, b.name))
+
+
+def find(store: Store, name: str) -> BackupInfo:
+    """The complete WAL-E backup called `name`, or the latest one for LATEST."""
+    backups = list_backups(store)
+    if name == "LATEST":
+        if not backups:
+            raise BackupNotFound(f"no complete WAL-E backup in {store.url}")
+        return backups[-1]
+    for backup in backups:
+        if backup.name == name:
+            return backup
+    raise BackupNotFound(f"no complete WAL-E backup named {name} in {store.url}",
+                         "see `walship backup-list`; a backup without its stop sentinel never finished")
+
+
+def _describe(store: Store, name: str, sentinel: ObjectInfo, size: int,
+              version_file: ObjectInfo | None) -> BackupInfo:
+    key = sentinel.key
+    try:
+        doc = json.loads(store.get(key))
+        stop_wal = str(doc["wal_segment_backup_stop"])
+        stop_offset = str(doc["wal_segment_offset_backup_stop"])
+        expanded = int(doc.get("expanded_size_bytes") or 0)
+    except ObjectNotFound:
+        raise IntegrityError(f"WAL-E sentinel {key} in {store.url} vanished while listing") from None
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError(f"WAL-E sentinel {key} in {store.url} is corrupt (not the JSON WAL-E writes)") from None
+    start = start_point(name)
+    pg_version = 0
+    if version_file is not None:
+        pg_version = pg_version_number(store.get(version_file.key).decode(errors="replace"))
+    stop_lsn = start.lsn
+    if start.exact and stop_offset.isdigit() and re.fullmatch(r"[0-9A-F]{24}", stop_wal):
+        log, seg = int(stop_wal[8:16], 16), int(stop_wal[16:], 16)
+        stop_lsn = f"{log:X}/{seg * WALE_SEGMENT_SIZE + int(stop_offset, 10):X}"
+    started = version_file.mtime if version_file is not None else sentinel.mtime
+    return BackupInfo(
+        name=name, start_time=started, stop_time=sentinel.mtime,
+        start_lsn=start.lsn, stop_lsn=stop_lsn, timeline=int(name[5:13], 16),
+        start_wal=start.wal, stop_wal=stop_wal, pg_version=pg_version,
+        system_identifier="",                 # WAL-E never recorded it
+        size=expanded, stored_size=size + sentinel.size,
+        duration_s=max(0.0, round(sentinel.mtime - started, 3)), source="wal-e")
+
+
+def partitions(store: Store, name: str) -> list[str]:
+    """The keys of a backup's tar partitions, in order."""
+    prefix = f"{PREFIX}{name}/tar_partitions/"
+    numbered = []
+    for obj in store.list(prefix):
+        m = PART_RE.match(obj.key[len(prefix):])
+        if m:
+            numbered.append((int(m["number"]), obj.key))
+    numbered.sort()
+    if [n for n, _ in numbered] != list(range(len(numbered))):
+        raise IntegrityError(f"WAL-E backup {name} in {store.url} is missing tar partitions "
+                             f"(found {[n for n, _ in numbered]})")
+    return [key for _, key in numbered]
+
+
+def spec(store: Store, name: str) -> dict:
+    doc = json.loads(store.get(f"{PREFIX}{name}{SENTINEL_SUFFIX}"))
+    return doc.get("spec") or {}
+
+
+# --- restore ------------------------------------------------------------------
+
+def restore(store: Store, name: str, dest: str, settings, restore_spec: str | None = None) -> BackupInfo:
+    """Extract the WAL-E backup `name` (or LATEST) into dest, an absent or empty directory.
+
+    Tablespaces go back to the locations the sentinel recorded (WAL-E's
+    `--restore-spec SOURCE`), each of which must be absent or empty, unless
+    restore_spec names a JSON file mapping tablespace OIDs to {"loc": path}.
+    Nothing is written into the recovery configuration here: the caller does that.
+    """
+    backup = find(store, name)
+    keys = partitions(store, backup.name)
+    _check_destination(dest)
+    os.makedirs(dest, mode=0o700, exist_ok=True)
+    os.chmod(dest, 0o700)
+    links = _prepare_tablespaces(dest, spec(store, backup.name), restore_spec)
+    extraction = untar.Extraction(dest, f"WAL-E backup {backup.name}", tuple(links))
+    workers = max(1, min(getattr(settings, "backup_concurrency", 1) or 1, len(keys)))
+
+    def extract(key: str) -> None:
+        stream = _ChunkReader(objects.content(store, key))
+        extraction.partition(stream, objects.describe(store, key))
+        filters.drain(stream.rest())          # runs lzop's (and gpg's) final checks
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(extract, key) for key in keys]:
+            future.result()
+    # WAL-E stored the WAL directory empty (or as a link to the original's); PostgreSQL wants it there
+    wal_dir = "pg_xlog" if 0 < backup.pg_version < 100000 else "pg_wal"
+    os.makedirs(os.path.join(dest, wal_dir, "archive_status"), mode=0o700, exist_ok=True)
+    extraction.finish()
+    missing = [f for f in UNSAVED_CONFIG if not os.path.exists(os.path.join(dest, f))]
+    if missing:
+        logs.warning("wale_config_not_in_backup",
+                     f"WAL-E backups never contain {', '.join(missing)}: put the server's copies in {dest} "
+                     "(or keep them in /etc as Debian does) before starting it", backup=backup.name)
+    logs.info("wale_backup_restored", f"WAL-E backup {backup.name} restored into {dest}",
+              backup=backup.name, bytes=extraction.bytes)
+    return backup
+
+
+def _check_destination(dest: str) -> None:
+    if not os.path.isabs(dest):
+        raise ConfigError(f"restore destination {dest!r} is not an absolute path")
+    if os.path.exists(os.path.join(dest, "postmaster.pid")):
+        raise ConfigError(f"{dest} holds postmaster.pid: a server may be running there",
+                          "stop it, or remove a stale postmaster.pid after making very sure")
+    if os.path.isdir(dest) and os.listdir(dest):
+        raise ConfigError(f"restore destination {dest} is not empty", "restore into a new or empty directory")
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise ConfigError(f"restore destination {dest} is not a directory")
+
+
+def _prepare_tablespaces(dest: str, backup_spec: dict, restore_spec: str | None) -> list[str]:
+    """Create pg_tblspc/<oid> -> location links; the relative link paths made."""
+    oids = [str(t) for t in backup_spec.get("tablespaces") or []]
+    if not oids:
+        return []
+    mapping = {oid: dict(backup_spec.get(oid) or {}) for oid in oids}
+    if restore_spec:
+        try:
+            with open(restore_spec) as fh:
+                override = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read restore spec {restore_spec}: {exc}") from None
+        for oid in oids:
+            if isinstance(override.get(oid), dict) and override[oid].get("loc"):
+                mapping[oid]["loc"] = override[oid]["loc"]
+    made = []
+    os.makedirs(os.path.join(dest, "pg_tblspc"), mode=0o700, exist_ok=True)
+    for oid in oids:
+        loc = mapping[oid].get("loc")
+        if not oid.isdigit() or not loc or not os.path.isabs(loc):
+            raise IntegrityError(f"the WAL-E backup's tablespace spec for {oid!r} is not usable: {mapping[oid]}")
+        if os.path.isdir(loc) and os.listdir(loc):
+            raise ConfigError(f"tablespace {oid} would be restored into {loc}, which is not empty",
+                              "empty it, or map the tablespace elsewhere with --restore-spec FILE "
+                              '({"<oid>": {"loc": "/new/path/"}})')
+        os.makedirs(loc, mode=0o700, exist_ok=True)
+        link = os.path.join("pg_tblspc", oid)
+        os.symlink(loc.rstrip("/"), os.path.join(dest, link))
+        made.append(link)
+    return made
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file object over an iterator of chunks, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = iter(chunks)
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while not self._buf:
+            try:
+                self._buf = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(target), len(self._buf))
+        target[:n] = self._buf[:n]
+        self._buf = self._buf[n:]             # a view: no copy of the rest of the chunk
+        return n
+
+    def rest(self) -> Iterator[bytes]:
+        if self._buf:
+            yield bytes(self._buf)
+            self._buf = memoryview(b"")
+        yield from self._chunks

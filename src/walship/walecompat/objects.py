@@ -1,0 +1,64 @@
+"""Reading one object WAL-E stored: lzop-compressed, and GPG-encrypted when WAL-E had a key."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from walship.errors import IntegrityError
+from walship.storage import Store
+from walship.walecompat import filters, gpg, lzop
+
+_PEEK = 64
+
+
+def describe(store: Store, key: str) -> str:
+    """How messages name an object: the key and the repository it is in."""
+    return f"WAL-E object {key} in {store.url}"
+
+
+def configured_key_id() -> str | None:
+    """The GPG key WAL-E encrypted with, for messages (decryption itself uses whatever key gpg has)."""
+    return os.environ.get("WALSHIP_GPG_KEY_ID") or os.environ.get("WALE_GPG_KEY_ID")
+
+
+def content(store: Store, key: str) -> Iterator[bytes]:
+    """The original bytes of a WAL-E object, streamed; ObjectNotFound before the first chunk.
+
+    Errors name the object: IntegrityError when it is corrupt or truncated,
+    gpg.KeyUnavailable when it is encrypted and this user lacks the key.
+    """
+    what = describe(store, key)
+    chunks = store.stream(key)
+    head, chunks = _peek(chunks, _PEEK)
+    if head.startswith(lzop.MAGIC):
+        stages = [lzop.decompress_filter(what)]
+    elif gpg.looks_encrypted(head):
+        stages = [gpg.decrypt_filter(what, configured_key_id()), lzop.decompress_filter(what)]
+    elif not head:
+        raise IntegrityError(f"{what} is empty: corrupt or cut short when it was written")
+    else:
+        raise IntegrityError(f"{what} is neither an lzop stream nor GPG-encrypted: corrupt or not written by WAL-E")
+    return filters.run(stages, chunks)
+
+
+def read(store: Store, key: str) -> bytes:
+    return b"".join(content(store, key))
+
+
+def _peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:
+    it = iter(chunks)
+    head = b""
+    taken: list[bytes] = []
+    while len(head) < size:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            break
+        taken.append(chunk)
+        head += chunk
+
+    def rest() -> Iterator[bytes]:
+        yield from taken
+        yield from it
+    return head[:size], rest()

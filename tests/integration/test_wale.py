@@ -1,0 +1,248 @@
+"""Migration from WAL-E: the real WAL-E 1.1.1 archives and backs up a PostgreSQL 15 cluster,
+the archive_command is switched to walship, and walship restores all of it.
+
+On PostgreSQL 15 WAL-E can only take `backup-push --while-offline` (its hot
+backup calls pg_start_backup, which PostgreSQL 15 removed), so the WAL-E base
+backup here is of the stopped cluster; `wal-push` works as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_version
+from tests.support import pg, wale
+
+PG15_BIN = "/usr/lib/postgresql/15/bin"
+
+
+@pytest.fixture(scope="module")
+def wale_bin() -> str:
+    return str(wale.ensure())
+
+
+@pytest.fixture(params=["file", "s3"])
+def wale_env(request, scratch, moto) -> dict:
+    """WAL-E's own variables only: walship must find the repository from them, unchanged."""
+    if request.param == "file":
+        return wale.file_env(pg.make_dir(scratch, "repo", 0o755))
+    return wale.s3_env(moto, moto.new_bucket())
+
+
+def _tool_env(cluster: pg.Cluster, extra: dict | None = None) -> dict:
+    env = cluster.env_for_tools()
+    # WAL-E runs psql, pg_config and pg_controldata, lzop and pv from PATH
+    env["PATH"] = f"{PG15_BIN}:{env['PATH']}"
+    env.update(extra or {})
+    return env
+
+
+def _wale(wale_bin: str, args: list[str], env: dict) -> subprocess.CompletedProcess:
+    r = pg.run_as_postgres([wale_bin, *args], env=env, check=False, timeout=300)
+    assert r.returncode == 0, f"wal-e {' '.join(args)} failed:\n{r.stderr[-3000:]}"
+    return r
+
+
+def _insert(c: pg.Cluster, first: int, count: int) -> str:
+    c.sql("INSERT INTO t SELECT g, repeat('w', 300) FROM generate_series(%s::int, %s::int) g", (first, first + count - 1))
+    return c.switch_wal()
+
+
+def _walship_python(code: str, env: dict) -> subprocess.CompletedProcess:
+    """Run walship's library as postgres (what backup-fetch does for a WAL-E name)."""
+    return pg.run_as_postgres([sys.executable, "-c", code], env=env, check=False, timeout=300)
+
+
+def _restore_with_walship(name: str, dest: Path, env: dict) -> subprocess.CompletedProcess:
+    # TODO(backup-fetch): replace with `walship backup-fetch DEST NAME` once the base-backup
+    # engineer's backup-fetch calls walship.walecompat.backups.restore for WAL-E names.
+    code = ("import sys\n"
+            "from walship.config import load_settings\n"
+            "from walship.storage import open_store\n"
+            "from walship.walecompat import backups\n"
+            "s = load_settings()\n"
+            f"b = backups.restore(open_store(s.repo, s), {name!r}, {str(dest)!r}, s)\n"
+            "print(b.name)\n")
+    return _walship_python(code, env)
+
+
+def _write_recovery(dest: Path, source: pg.Cluster, restored: pg.Cluster) -> None:
+    # WAL-E never saved postgresql.conf / pg_hba.conf (Debian keeps them in /etc): bring the server's
+    for conf in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
+        shutil.copy2(source.datadir / conf, dest / conf)
+        pg.chown_postgres(dest / conf)
+    restored.configure(
+        f"port = {restored.port}\n"
+        f"unix_socket_directories = '{restored.sockdir}'\n"
+        "archive_mode = off\n"
+        f"restore_command = '{pg.WALSHIP} wal-fetch %f %p'\n")
+    (dest / "recovery.signal").touch()
+    pg.chown_postgres(dest / "recovery.signal")
+
+
+def _wait_promoted(c: pg.Cluster, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if c.scalar("SELECT pg_is_in_recovery()") is False:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"restored server did not finish recovery; log:\n{c.log_tail()}")
+
+
+def test_walship_restores_a_wale_backup_and_replays_wale_then_walship_wal(wale_bin, wale_env, cluster_factory,
+                                                                         scratch):
+    require_version(15)
+    c = cluster_factory(15, env={**wale_env, "PATH": f"{PG15_BIN}:{pg.server_env()['PATH']}"})
+    c.initdb()
+    c.set_archiving(command=f"{wale_bin} wal-push %p")
+    c.start()
+    c.sql("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+    c.wait_archived(_insert(c, 1, 5000))
+
+    # the morning job: WAL-E's base backup (of the stopped cluster: the only kind it can take on PG 15)
+    c.stop()
+    _wale(wale_bin, ["backup-push", "--while-offline", str(c.datadir)], _tool_env(c))
+    c.start()
+    c.wait_archived(_insert(c, 5001, 5000))             # archived by WAL-E after its backup
+
+    # the switch: same environment, archive_command now runs walship
+    c.configure(f"archive_command = '{pg.WALSHIP} wal-push %p'\n")
+    c.sql("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    c.wait_archived(_insert(c, 10001, 5000))            # archived by walship
+    expected = c.scalar("SELECT count(*) FROM t")
+    assert expected == 15000
+
+    env = _tool_env(c)
+    listed = _walship_python(
+        "import json\nfrom walship.config import load_settings\nfrom walship.storage import open_store\n"
+        "from walship.walecompat import backups\ns = load_settings()\n"
+        "print(json.dumps([b.as_dict() for b in backups.list_backups(open_store(s.repo, s))]))\n", env)
+    assert listed.returncode == 0, listed.stderr
+    backups = json.loads(listed.stdout)
+    assert [b["source"] for b in backups] == ["wal-e"]
+    wale_list = _wale(wale_bin, ["backup-list"], _tool_env(c)).stdout.splitlines()
+    assert backups[0]["name"] == wale_list[1].split("\t")[0]   # the name WAL-E itself lists
+    assert backups[0]["pg_version"] // 10000 == 15
+
+    dest = pg.make_dir(scratch, "restored")
+    r = _restore_with_walship("LATEST", dest, env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == backups[0]["name"]
+    assert (dest / "PG_VERSION").read_text().strip() == "15"
+    assert oct((dest / "global" / "pg_control").stat().st_mode & 0o777) == "0o600"
+
+    restored = cluster_factory(15, name="restored", env=wale_env)
+    _write_recovery(dest, c, restored)
+    c.stop()                                             # the restore must not lean on the source
+    restored.start()
+    _wait_promoted(restored)
+    assert restored.scalar("SELECT count(*) FROM t") == expected, restored.log_tail()
+    assert restored.scalar("SELECT max(id) FROM t") == 15000
+    # replay really crossed the switch: segments restored from WAL-E's objects, then from walship's
+    replayed = set(re.findall(r'restored log file "([0-9A-F]{24})" from archive', restored.logfile.read_text()))
+    by_wale, by_walship = _archived_segments(wale_env)
+    assert replayed & by_wale - by_walship and replayed & by_walship - by_wale, (replayed, by_wale, by_walship)
+
+
+def _archived_segments(env: dict) -> tuple[set[str], set[str]]:
+    """Segment names in WAL-E's wal_005/ and in walship's wal/ of the repository env points at."""
+    from walship.config import load_settings
+    from walship.storage import open_store
+    # in this (test) process the AWS variables are not in os.environ: hand them over as settings
+    settings = load_settings({"s3_access_key_id": env.get("AWS_ACCESS_KEY_ID"),
+                              "s3_secret_access_key": env.get("AWS_SECRET_ACCESS_KEY")}, env=env)
+    store = open_store(settings.repo, settings)
+    names = [(o.key.split("/")[0], o.key.rsplit("/", 1)[-1][:24]) for o in store.list("")]
+    return ({n for d, n in names if d == "wal_005"}, {n for d, n in names if d == "wal"})
+
+
+def test_corrupt_and_truncated_wale_segments_fail_naming_the_object(wale_bin, scratch):
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    env = pg.server_env(wale.file_env(repo))
+    name = _push_fake_segment(wale_bin, scratch, env)
+    key = repo / "wal_005" / f"{name}.lzo"
+    good = key.read_bytes()
+
+    out = scratch / "fetched"
+    r = pg.walship(["wal-fetch", "--prefetch", "0", name, str(out)], env)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == (scratch / "pg_wal" / name).read_bytes()
+
+    for label, damaged in (("corrupt", good[:len(good) // 2] + bytes([good[len(good) // 2] ^ 0x55])
+                            + good[len(good) // 2 + 1:]),
+                           ("truncated", good[:len(good) - 100])):
+        key.write_bytes(damaged)
+        target = scratch / f"fetched-{label}"
+        r = pg.walship(["wal-fetch", "--prefetch", "0", name, str(target)], env)
+        assert r.returncode == 4, (label, r.returncode, r.stderr)
+        assert f"wal_005/{name}.lzo" in r.stderr, r.stderr
+        assert not target.exists()
+
+
+def test_gpg_encrypted_wale_segment_needs_the_key_and_the_message_names_the_object(wale_bin, scratch):
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    with_key = pg.make_dir(scratch, "gnupg-with-key")
+    without_key = pg.make_dir(scratch, "gnupg-empty")
+    base_env = pg.server_env(wale.file_env(repo))
+    r = pg.run_as_postgres(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "wal-e@example.invalid",
+                            "default", "default", "never"], env={**base_env, "GNUPGHOME": str(with_key)},
+                           check=False, timeout=120)
+    assert r.returncode == 0, r.stderr
+    pushed_env = {**base_env, "GNUPGHOME": str(with_key), "WALE_GPG_KEY_ID": "wal-e@example.invalid"}
+    name = _push_fake_segment(wale_bin, scratch, pushed_env)
+    stored = (repo / "wal_005" / f"{name}.lzo").read_bytes()
+    assert not stored.startswith(b"\x89LZO"), "WAL-E did not encrypt the segment"
+
+    r = pg.walship(["wal-fetch", "--prefetch", "0", name, str(scratch / "ok")], pushed_env)
+    assert r.returncode == 0, r.stderr
+    assert (scratch / "ok").read_bytes() == (scratch / "pg_wal" / name).read_bytes()
+
+    r = pg.walship(["wal-fetch", "--prefetch", "0", name, str(scratch / "nokey")],
+                   {**pushed_env, "GNUPGHOME": str(without_key)})
+    assert r.returncode != 0
+    assert f"wal_005/{name}.lzo" in r.stderr and "secret key is not available" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (scratch / "nokey").exists()
+
+
+def test_a_corrupt_wale_base_backup_partition_fails_naming_it(wale_bin, scratch, cluster_factory):
+    require_version(15)
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    c = cluster_factory(15, env=wale.file_env(repo))
+    c.initdb()
+    _wale(wale_bin, ["backup-push", "--while-offline", str(c.datadir)], _tool_env(c))
+    [part] = list(repo.glob("basebackups_005/base_*/tar_partitions/part_*.tar.lzo"))
+    data = bytearray(part.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    part.write_bytes(bytes(data))
+
+    r = _restore_with_walship("LATEST", pg.make_dir(scratch, "restored"), _tool_env(c))
+    assert r.returncode != 0
+    assert "IntegrityError" in r.stderr and f"tar_partitions/{part.name}" in r.stderr, r.stderr[-2000:]
+
+
+def _push_fake_segment(wale_bin: str, scratch: Path, env: dict) -> str:
+    """A 16 MiB file under a WAL segment name, pushed by WAL-E (it needs archive_status/ beside it)."""
+    wal_dir = pg.make_dir(scratch, "pg_wal")
+    pg.make_dir(wal_dir, "archive_status")
+    name = "000000010000000000000007"
+    segment = wal_dir / name
+    with open(segment, "wb") as fh:
+        fh.write(os.urandom(1 << 20))                  # incompressible
+        fh.write(b"\0" * (15 << 20))                   # and very compressible, like a real segment's tail
+    pg.chown_postgres(segment)
+    _wale(wale_bin, ["wal-push", str(segment)], env)
+    return name
