@@ -25,6 +25,9 @@ MAGIC = b"WALSHIP\x01"
 _LEN = struct.Struct(">I")
 HEADER_PROBE = 4096          # bytes to read to be sure to have the whole header
 DEFAULT_LEVELS = {"zstd": 3, "lz4": 0, "gzip": 6, "none": 0}
+# archive_command latency matters more than the last few percent of size: zstd -1 compresses
+# a 16 MiB segment in ~37 ms here (level 3: ~62 ms) for ~25 % more bytes.
+WAL_LEVELS = {"zstd": 1, "lz4": 0, "gzip": 1, "none": 0}
 
 
 def encode_header(meta: dict) -> bytes:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
-import socket
 import sys
 import time
 
@@ -59,6 +57,9 @@ class _SyslogFormatter(logging.Formatter):
 
 
 def _syslog_handler(address: str, facility: str) -> logging.Handler:
+    # imported here: logging.handlers costs ~15 ms, paid only when syslog is wanted
+    import logging.handlers
+    import socket
     fac = logging.handlers.SysLogHandler.facility_names.get(facility.lower())
     if fac is None:
         from walship.errors import ConfigError
@@ -75,7 +76,7 @@ def _syslog_handler(address: str, facility: str) -> logging.Handler:
     return logging.handlers.SysLogHandler(address=address, facility=fac)
 
 
-def _newline_terminated(handler: logging.handlers.SysLogHandler) -> None:
+def _newline_terminated(handler) -> None:
     original = handler.format
 
     def fmt(record: logging.LogRecord) -> str:

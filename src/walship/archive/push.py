@@ -122,8 +122,12 @@ def wal_push(wal_path: str, settings, store: Store) -> list[PushResult]:
     extra = ready_files(wal_dir, name, settings.push_batch - 1, spool_directory)
     results: list[PushResult] = []
     with ThreadPoolExecutor(max_workers=min(settings.push_concurrency, 1 + len(extra))) as pool:
+        level = settings.compression_level
+        if level is None:
+            level = codec.WAL_LEVELS[settings.compression]
+
         def submit(path: str):
-            return pool.submit(push_file, store, path, settings.compression, settings.compression_level, keyring)
+            return pool.submit(push_file, store, path, settings.compression, level, keyring)
         own = submit(wal_path)
         others = [(p, submit(p)) for p in extra]
         for path, fut in others:
