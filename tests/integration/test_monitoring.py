@@ -1,0 +1,311 @@
+"""Monitoring against the real things: Icinga 2's API, rsyslogd, PostgreSQL 15, S3 (moto) and file repositories.
+
+Icinga 2 and rsyslogd come from ../shared/testenv (session fixtures, stopped at
+the end). Each test reports as its own Icinga host object, so one test's
+results and freshness runs never disturb another's.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support import pg
+from tests.support.s3 import SwitchableProxy
+
+TESTENV = Path(__file__).parents[2].parent / "shared" / "testenv"
+CONTRIB_ICINGA = Path(__file__).parents[2] / "contrib" / "icinga2" / "walship.conf"
+ARCHIVE = "PostgreSQL WAL archiving to S3"
+BACKUP = "PostgreSQL base backup push"
+STALE_AFTER_S = 4
+PG_VERSION = 15   # the checks do not depend on the version; one keeps the suite fast
+
+# Our own hosts, each with walship's two services under its default names. pg-stale's
+# services go stale after STALE_AFTER_S; the others' not within a test's lifetime.
+TEST_OBJECTS = """
+template Host "walship-test-host" { check_command = "dummy"; check_interval = 1m; address = "127.0.0.1" }
+object Host "pg-archive" { import "walship-test-host"; vars.walship_test = true; vars.stale_after = 10m }
+object Host "pg-backup"  { import "walship-test-host"; vars.walship_test = true; vars.stale_after = 10m }
+object Host "pg-stale"   { import "walship-test-host"; vars.walship_test = true; vars.stale_after = %ds }
+/* the shipped contrib/icinga2/walship.conf is loaded too; this host gets its services */
+object Host "pg-contrib" { import "walship-test-host"; vars.walship = true }
+
+apply Service "%s" {
+  enable_passive_checks = true
+  enable_active_checks = true
+  max_check_attempts = 1
+  check_interval = host.vars.stale_after
+  retry_interval = host.vars.stale_after
+  check_command = "dummy"
+  vars.dummy_state = 2
+  vars.dummy_text = "CRITICAL: no result from walship wal-push"
+  assign where host.vars.walship_test == true
+}
+apply Service "%s" {
+  enable_passive_checks = true
+  enable_active_checks = true
+  max_check_attempts = 1
+  check_interval = host.vars.stale_after
+  retry_interval = host.vars.stale_after
+  check_command = "passive"
+  assign where host.vars.walship_test == true
+}
+""" % (STALE_AFTER_S, ARCHIVE, BACKUP)
+
+
+# --- daemons ---------------------------------------------------------------------------
+
+def _up(script: str, directory: Path) -> dict:
+    out = subprocess.run([str(TESTENV / script), str(directory), "auto"], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    values = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("export"):
+            values[key] = shlex.split(value)[0] if value else ""
+    return values
+
+
+def _wait(predicate, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def icinga(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("icinga2")
+    (directory / "etc" / "conf.d").mkdir(parents=True)
+    (directory / "etc" / "conf.d" / "walship-test.conf").write_text(TEST_OBJECTS)
+    shutil.copy(CONTRIB_ICINGA, directory / "etc" / "conf.d" / "walship-contrib.conf")
+    env = _up("icinga2-up.sh", directory)
+    # archive_command runs as postgres: give it a CA file it can read
+    shared = pg.scratch_dir("walship-icinga-")
+    shutil.copy(env["ICINGA2_CA_CERT"], shared / "ca.crt")
+    os.chmod(shared / "ca.crt", 0o644)
+    env["WALSHIP_CA"] = str(shared / "ca.crt")
+    yield env
+    subprocess.run([str(TESTENV / "icinga2-down.sh"), str(directory)], check=True)
+    pg.remove_tree(shared)
+
+
+@pytest.fixture(scope="session")
+def rsyslog(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("rsyslog")
+    env = _up("rsyslog-up.sh", directory)
+    yield env
+    subprocess.run([str(TESTENV / "rsyslog-down.sh"), str(directory)], check=True)
+
+
+class IcingaApi:
+    """Reads service state back from Icinga (TLS verified against the test CA)."""
+
+    def __init__(self, env: dict):
+        self.base = f"https://{env['ICINGA2_TLS_NAME']}:{env['ICINGA2_API_PORT']}/v1"
+        self.ctx = ssl.create_default_context(cafile=env["ICINGA2_CA_CERT"])
+        cred = f"{env['ICINGA2_API_USER']}:{env['ICINGA2_API_PASSWORD']}".encode()
+        self.headers = {"Accept": "application/json", "Authorization": "Basic " + base64.b64encode(cred).decode()}
+
+    def service(self, host: str, service: str) -> dict:
+        name = urllib.parse.quote(f"{host}!{service}", safe="!")   # %20: Icinga does not decode '+'
+        req = urllib.request.Request(f"{self.base}/objects/services/{name}?attrs=state&attrs=last_check_result"
+                                     "&attrs=check_interval", headers=self.headers)
+        with urllib.request.urlopen(req, context=self.ctx, timeout=10) as resp:
+            return json.load(resp)["results"][0]["attrs"]
+
+    def result(self, host: str, service: str) -> dict | None:
+        return self.service(host, service)["last_check_result"]
+
+    def wait_for(self, host: str, service: str, predicate, timeout: float = 20) -> dict | None:
+        return _wait(lambda: (lambda r: r if r and predicate(r) else None)(self.result(host, service)), timeout)
+
+
+def icinga_env(icinga: dict, host: str) -> dict:
+    return {"WALSHIP_ICINGA_URL": f"https://{icinga['ICINGA2_TLS_NAME']}:{icinga['ICINGA2_API_PORT']}",
+            "WALSHIP_ICINGA_USER": icinga["ICINGA2_API_USER"],
+            "WALSHIP_ICINGA_PASSWORD": icinga["ICINGA2_API_PASSWORD"],
+            "WALSHIP_ICINGA_CA": icinga["WALSHIP_CA"],
+            "WALSHIP_ICINGA_HOST": host}
+
+
+def fake_wal_dir(parent: Path, names: list[str]) -> Path:
+    """A pg_wal-like directory with .ready segments, owned by postgres."""
+    wal = pg.make_dir(parent, "pg_wal", 0o755)
+    pg.make_dir(wal, "archive_status", 0o755)
+    for n in names:
+        (wal / n).write_bytes(os.urandom(1 << 16))
+        (wal / "archive_status" / f"{n}.ready").touch()
+    for p in wal.rglob("*"):
+        pg.chown_postgres(p)
+    return wal
+
+
+def next_segment(cluster) -> str:
+    """Write something and switch: pg_switch_wal() on an empty segment does not switch."""
+    cluster.sql("CREATE TABLE IF NOT EXISTS filler (x int); INSERT INTO filler VALUES (1)")
+    return cluster.switch_wal()
+
+
+# --- passive results -------------------------------------------------------------------
+
+def test_wal_push_results_arrive_in_icinga_rate_limited_and_failures_at_once(icinga, cluster_factory, moto, scratch):
+    api = IcingaApi(icinga)
+    proxy = SwitchableProxy(moto.port)
+    bucket = moto.new_bucket()
+    metrics_file = scratch / "walship.prom"
+    env = {**moto.env(bucket, endpoint=proxy.endpoint), **icinga_env(icinga, "pg-archive"),
+           "WALSHIP_ICINGA_ARCHIVE_OK_INTERVAL": "3600", "WALSHIP_METRICS_FILE": str(metrics_file),
+           "WALSHIP_S3_MAX_RETRIES": "0", "WALSHIP_S3_RETRY_TIMEOUT": "1", "WALSHIP_S3_CONNECT_TIMEOUT": "2"}
+    c = cluster_factory(PG_VERSION, env=env)
+    c.initdb()
+    c.set_archiving()
+    c.start()
+    try:
+        first = next_segment(c)
+        c.wait_archived(first)
+        ok = api.wait_for("pg-archive", ARCHIVE, lambda r: r["state"] == 0)
+        assert ok, api.result("pg-archive", ARCHIVE)
+        assert ok["output"].startswith(f"OK: archived {first}")
+        labels = {p.split("=")[0] for p in ok["performance_data"]}
+        assert labels == {"duration", "bytes", "segments", "backlog"}
+        assert "segments=1;;;0" in ok["performance_data"]
+
+        # within the interval a success sends nothing: Icinga still shows the first one
+        second = next_segment(c)
+        c.wait_archived(second)
+        assert api.result("pg-archive", ARCHIVE)["output"] == ok["output"]
+
+        proxy.down()
+        failing = next_segment(c)
+        bad = api.wait_for("pg-archive", ARCHIVE, lambda r: r["state"] == 2, timeout=30)
+        assert bad, (api.result("pg-archive", ARCHIVE), c.log_tail())
+        assert bad["output"].startswith(f"CRITICAL: wal-push {failing} failed: ")
+        assert any(p.startswith("backlog=") for p in bad["performance_data"])
+        assert 'walship_archive_failures_total' in metrics_file.read_text()
+
+        # the recovery is reported at once, not after the interval
+        proxy.up()
+        next_segment(c)
+        back = api.wait_for("pg-archive", ARCHIVE, lambda r: r["state"] == 0, timeout=90)
+        assert back and back["output"].startswith("OK: archived "), api.result("pg-archive", ARCHIVE)
+    finally:
+        proxy.close()
+    assert c.sql("SELECT failed_count > 0 FROM pg_stat_archiver")[0][0]
+    assert f'walship_last_archived_info{{segment="' in metrics_file.read_text()
+
+
+def test_missing_archive_result_turns_the_service_stale(icinga, scratch):
+    api = IcingaApi(icinga)
+    name = "000000010000000000000001"
+    wal = fake_wal_dir(scratch, [name])
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    env = pg.server_env({"WALSHIP_REPO": f"file://{repo}", **icinga_env(icinga, "pg-stale")})
+    r = pg.walship(["wal-push", str(wal / name)], env)
+    assert r.returncode == 0, r.stderr
+    fresh = api.wait_for("pg-stale", ARCHIVE, lambda r: r["state"] == 0 and not r["active"], timeout=5)
+    assert fresh and fresh["output"].startswith(f"OK: archived {name}")
+    t0 = time.monotonic()
+    stale = api.wait_for("pg-stale", ARCHIVE, lambda r: r["state"] == 2, timeout=STALE_AFTER_S + 10)
+    assert stale, api.result("pg-stale", ARCHIVE)
+    assert time.monotonic() - t0 >= STALE_AFTER_S - 2
+    assert stale["active"] is True and stale["output"] == "CRITICAL: no result from walship wal-push"
+
+
+def test_backup_results_arrive_in_icinga(icinga, monkeypatch, scratch):
+    # backup-push (issue 3) is not in the tree yet: this drives the hook it calls,
+    # monitoring.hooks.backup_result, in-process against the real Icinga.
+    from walship.backup.catalog import BackupInfo
+    from walship.config import load_settings
+    from walship.errors import StoreError
+    from walship.monitoring.hooks import backup_result
+
+    api = IcingaApi(icinga)
+    settings = load_settings(env={**icinga_env(icinga, "pg-backup"), "WALSHIP_METRICS_FILE": str(scratch / "m.prom")})
+    info = BackupInfo("base_000000010000000000000004_00000028", time.time() - 70, time.time() - 10, "0/4000028",
+                      "0/5000100", 1, "000000010000000000000004", "000000010000000000000005", 150010, "7",
+                      3 << 30, 1 << 30, 60.0)
+    backup_result(settings, ok=True, backup=info, duration_s=60.0)
+    ok = api.wait_for("pg-backup", BACKUP, lambda r: r["state"] == 0, timeout=5)
+    assert ok["output"] == f"OK: base backup {info.name} pushed: 3.0 GiB (stored 1.0 GiB) in 1m"
+    assert ok["performance_data"] == ["duration=60s;;;0", "size=3221225472B;;;0", "stored=1073741824B;;;0"]
+
+    backup_result(settings, ok=False, error=StoreError("cannot reach s3://bucket/pg: connection refused"),
+                  duration_s=3.0)
+    bad = api.wait_for("pg-backup", BACKUP, lambda r: r["state"] == 2, timeout=5)
+    assert bad["output"] == "CRITICAL: base backup failed after 3s: cannot reach s3://bucket/pg: connection refused"
+
+
+def test_shipped_icinga_config_loads_and_applies_both_services(icinga):
+    api = IcingaApi(icinga)
+    assert api.service("pg-contrib", ARCHIVE)["check_interval"] == 3600
+    assert api.service("pg-contrib", BACKUP)["check_interval"] == 26 * 3600
+
+
+def test_unknown_icinga_service_is_a_warning_and_the_archive_still_succeeds(icinga, scratch):
+    name = "000000010000000000000001"
+    wal = fake_wal_dir(scratch, [name])
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    env = pg.server_env({"WALSHIP_REPO": f"file://{repo}", **icinga_env(icinga, "no-such-host")})
+    r = pg.walship(["wal-push", str(wal / name)], env)
+    assert r.returncode == 0, r.stderr
+    assert ("WARNING: could not report to icinga: Icinga has no service 'PostgreSQL WAL archiving to S3' "
+            "on host 'no-such-host'") in r.stderr
+    assert (repo / "wal" / name).exists()
+
+
+# --- syslog ----------------------------------------------------------------------------
+
+def _syslog_address(rsyslog: dict, transport: str) -> str:
+    if transport == "unix":
+        return rsyslog["RSYSLOG_SOCKET"]
+    return f"{transport}://{rsyslog['RSYSLOG_HOST']}:{rsyslog['RSYSLOG_PORT']}"
+
+
+def _events(rsyslog: dict, program: str) -> list[dict]:
+    try:
+        with open(rsyslog["RSYSLOG_JSON_LOG"]) as fh:
+            lines = [line for line in fh if line.endswith("\n")]   # rsyslogd may be mid-write
+    except FileNotFoundError:
+        return []
+    return [e for e in map(json.loads, lines) if e["@fields"]["syslog_program"] == program]
+
+
+@pytest.mark.parametrize("transport", ["unix", "udp", "tcp"])
+def test_syslog_lines_arrive_under_the_configured_program_name(rsyslog, scratch, transport):
+    program = f"wal-e_postgres_archiving_wrapper-{transport}"
+    names = ["000000010000000000000001", "000000010000000000000002"]
+    wal = fake_wal_dir(scratch, names)
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    env = pg.server_env({"WALSHIP_REPO": f"file://{repo}", "WALSHIP_LOG_DESTINATION": "syslog",
+                         "WALSHIP_LOG_FORMAT": "json", "WALSHIP_SYSLOG_PROGRAM": program,
+                         "WALSHIP_SYSLOG_ADDRESS": _syslog_address(rsyslog, transport),
+                         "WALSHIP_PUSH_BATCH": "1"})
+    # as root: the test rsyslogd's socket lives in a directory postgres cannot enter
+    assert pg.walship(["wal-push", str(wal / names[0])], env, as_pg=False).returncode == 0
+    (wal / names[1]).unlink()      # the next push fails: its file is gone
+    failed = pg.walship(["wal-push", str(wal / names[1])], env, as_pg=False)
+    assert failed.returncode == 1 and failed.stderr == ""   # everything went to syslog
+
+    events = _wait(lambda: (lambda e: e if len(e) >= 2 else None)(_events(rsyslog, program)), 10)
+    assert events, f"nothing from {program} in {rsyslog['RSYSLOG_JSON_LOG']}"
+    pushed = json.loads(next(e["message"] for e in events if '"wal_pushed"' in e["message"]))
+    assert pushed["event"] == "wal_pushed" and pushed["segment"] == names[0]
+    assert pushed["bytes"] == 1 << 16 and pushed["duration_s"] >= 0 and pushed["program"] == program
+    error = next(e for e in events if e["@fields"]["syslog_severity"] == "err")
+    assert json.loads(error["message"])["error"]
+    assert error["@message"].split(" ")[4] == program + ":"   # "Mmm dd hh:mm:ss host program: msg"
