@@ -2,12 +2,25 @@
 
 This is the interface the rest of walship uses (backup-list, backup-fetch LATEST,
 delete, `walship check backup`, `walship status`, WAL-E compatibility). A backup
-that did not finish is never returned.
+that did not finish is never returned: only backups with a completion marker
+(objects.MARKER), written last, are.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, fields
+
+from walship.backup import objects
+from walship.errors import IntegrityError, WalshipError
+from walship.layout import BACKUP_PREFIX
+from walship.storage import ObjectNotFound
+
+MARKER_FORMAT = 1
+
+
+class BackupNotFound(WalshipError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,68 @@ class BackupInfo:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Marker:
+    """The completion marker: the backup's description and what a restore needs to read it."""
+    info: BackupInfo
+    parts: int                   # part_00000 .. part_<parts-1>, each with its manifest
+    files: int
+    codec: str
+    tablespaces: dict[str, str]  # oid -> location on the backed-up host
+
+    def to_json(self) -> bytes:
+        doc = {"format": MARKER_FORMAT, **self.info.as_dict(), "parts": self.parts, "files": self.files,
+               "codec": self.codec, "tablespaces": self.tablespaces}
+        return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, what: str) -> "Marker":
+        try:
+            doc = json.loads(data)
+            info = BackupInfo(**{f.name: doc[f.name] for f in fields(BackupInfo)})
+            return cls(info, int(doc["parts"]), int(doc["files"]), str(doc["codec"]), dict(doc["tablespaces"]))
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"{what} is corrupt (not a walship completion marker)",
+                                 "delete that backup with `walship delete --before`") from None
+
+
+def read_marker(store, name: str) -> Marker:
+    key = objects.marker_key(name)
+    try:
+        return Marker.from_json(store.get(key), f"{key} in {store.url}")
+    except ObjectNotFound:
+        raise BackupNotFound(f"no complete backup named {name} in {store.url}",
+                             "see `walship backup-list` for the backups there") from None
+
+
+def list_walship_backups(store) -> list[BackupInfo]:
+    """walship's complete backups, oldest first."""
+    found = []
+    for obj in store.list(BACKUP_PREFIX):
+        name = objects.backup_name_of_key(obj.key)
+        if name and obj.key == objects.marker_key(name):
+            try:
+                found.append(read_marker(store, name).info)
+            except BackupNotFound:
+                continue                     # deleted between the listing and the read
+    return sorted(found, key=lambda b: (b.stop_time, b.name))
+
+
 def list_backups(store) -> list[BackupInfo]:
     """Every complete backup in the repository, oldest first (walship's and WAL-E's)."""
-    raise NotImplementedError("implemented by the base-backup work (issue 3)")
+    from walship.walecompat import backups as wale
+    return sorted(list_walship_backups(store) + wale.list_backups(store), key=lambda b: (b.stop_time, b.name))
+
+
+def find(store, name: str) -> BackupInfo:
+    """The complete backup called name, or the newest one for LATEST."""
+    backups = list_backups(store)
+    if name == "LATEST":
+        if not backups:
+            raise BackupNotFound(f"no complete backup in {store.url}", "take one with `walship backup-push PGDATA`")
+        return backups[-1]
+    for backup in backups:
+        if backup.name == name:
+            return backup
+    raise BackupNotFound(f"no complete backup named {name} in {store.url}",
+                         "see `walship backup-list` for the backups there")

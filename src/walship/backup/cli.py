@@ -31,6 +31,8 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--target-action", choices=["promote", "pause", "shutdown"])
     p.add_argument("--target-timeline")
     p.add_argument("--target-exclusive", action="store_true", help="stop just before the target")
+    p.add_argument("--tablespace", action="append", metavar="OID=DIR",
+                   help="restore tablespace OID into DIR instead of its original location (repeatable)")
     p.add_argument("--pool-size", type=int, dest="backup_concurrency")
     p.add_argument("--blind-restore", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--restore-spec", help=argparse.SUPPRESS)

@@ -1,0 +1,119 @@
+"""The base-backup commands: backup-push, backup-list, backup-fetch, delete."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from walship import logs
+from walship.errors import ConfigError
+
+
+def run(command: str, args, settings, store_factory) -> int:
+    handlers = {"backup-push": _push, "backup-list": _list, "backup-fetch": _fetch, "delete": _delete}
+    store = store_factory()
+    try:
+        return handlers[command](args, settings, store)
+    finally:
+        store.close()
+
+
+def _push(args, settings, store) -> int:
+    from walship.backup.push import backup_push
+    from walship.monitoring.hooks import backup_result
+
+    if args.while_offline:
+        raise ConfigError("backup-push --while-offline is not supported", "start the cluster and take a hot backup")
+    retain = args.retain if args.retain is not None else settings.retain
+    started = time.monotonic()
+    try:
+        info = backup_push(args.pgdata, settings, store, conninfo=args.pg, progress_mode=args.progress)
+    except BaseException as exc:
+        backup_result(settings, ok=False, error=exc, duration_s=round(time.monotonic() - started, 3))
+        raise
+    backup_result(settings, ok=True, backup=info, duration_s=info.duration_s)
+    if retain:
+        _apply_retention(store, retain, None, dry_run=False)
+    return 0
+
+
+def _list(args, settings, store) -> int:
+    from walship.backup.catalog import list_backups
+
+    backups = list_backups(store)
+    if args.json:
+        print(json.dumps([b.as_dict() for b in backups], indent=2))
+        return 0
+    if not backups:
+        print(f"no complete backup in {store.url}")
+        return 0
+    columns = ("name", "start", "stop", "start_lsn", "stop_lsn", "tli", "pg", "system_id", "size", "stored",
+               "duration")
+    rows = [(b.name, _utc(b.start_time), _utc(b.stop_time), b.start_lsn, b.stop_lsn, str(b.timeline),
+             str(b.pg_version), b.system_identifier or "-", _size(b.size), _size(b.stored_size),
+             f"{b.duration_s:.0f}s") for b in backups]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    for row in (columns, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _fetch(args, settings, store) -> int:
+    from walship.backup.fetch import backup_fetch, parse_tablespace_options
+    from walship.backup.recovery import Target
+
+    target = Target(time=args.target_time, lsn=args.target_lsn, xid=args.target_xid, name=args.target_name,
+                    immediate=args.target_immediate, action=args.target_action, timeline=args.target_timeline,
+                    exclusive=args.target_exclusive)
+    config_path = args.config or _config_file(settings)
+    backup_fetch(args.dest, args.name, settings, store, target, parse_tablespace_options(args.tablespace),
+                 restore_spec=args.restore_spec, config_path=config_path, progress_mode=args.progress)
+    return 0
+
+
+def _config_file(settings) -> str | None:
+    """The config file the settings came from, if any (restore_command must read the same one)."""
+    for origin in settings.sources.values():
+        if origin.startswith("file "):
+            return origin[len("file "):]
+    return None
+
+
+def _delete(args, settings, store) -> int:
+    if args.wale_args:
+        raise ConfigError(f"unexpected arguments {' '.join(args.wale_args)}",
+                          "use `walship delete --retain N` or `--before NAME|TIME`")
+    if args.include_wal_e:
+        logs.warning("wal_e_not_expired", "WAL-E backups (basebackups_005/, wal_005/) are left as they are")
+    _apply_retention(store, args.retain, args.before, dry_run=args.dry_run)
+    return 0
+
+
+def _apply_retention(store, retain: int | None, before: str | None, dry_run: bool) -> None:
+    from walship.backup import inflight, retention
+    from walship.backup.catalog import list_walship_backups
+
+    inflight.remove_leftovers(store, time.time(), dry_run=dry_run)
+    plan = retention.plan(store, list_walship_backups(store), retain, before)
+    verb = "would delete" if dry_run else "deleting"
+    for backup in plan.delete:
+        print(f"{verb} backup {backup.name}")
+    if plan.wal_keys:
+        print(f"{verb} {len(plan.wal_keys)} WAL files ({plan.wal_keys[0]} .. {plan.wal_keys[-1]})")
+    if not plan.delete and not plan.wal_keys:
+        print("nothing to delete")
+    if not dry_run:
+        retention.execute(store, plan)
+        logs.info("retention_applied", f"deleted {len(plan.delete)} backups and {len(plan.wal_keys)} WAL files; "
+                  f"kept {len(plan.keep)} backups")
+    sys.stdout.flush()
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _size(n: int) -> str:
+    from walship.backup.progress import human_bytes
+    return human_bytes(n)

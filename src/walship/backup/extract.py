@@ -1,0 +1,173 @@
+"""Extracting tar parts into a destination, each member checked against the manifest.
+
+Never writes outside the destination: a member name must be relative, without
+`.` or `..` components; files are created with O_EXCL | O_NOFOLLOW; the only
+links allowed are the tablespace links pg_tblspc/<oid>, which the restore
+itself creates beforehand pointing where the operator wants the tablespace
+(so a hostile archive cannot choose where they point). Hard links, devices and
+FIFOs are refused.
+
+Every member must be the next line of the part's manifest (same path and
+type); a file's size and SHA-256 are computed while it is written and must
+equal the manifest's. Files are fsynced as they are closed; directories by
+`Destination.finish` once every part is in.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import tarfile
+import threading
+from typing import IO, Iterable, Iterator
+
+from walship.backup.manifest import ManifestEntry
+from walship.errors import IntegrityError, WalshipError
+
+_BUF = 1 << 20
+
+
+class ChunkReader(io.RawIOBase):
+    """A read-only file over an iterator of bytes chunks (what tarfile's stream mode reads)."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            try:
+                self._pending = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def safe_relative(name: str, what: str) -> str:
+    """The member name as a relative path, or IntegrityError when it could reach outside."""
+    parts = name.split("/")
+    if (not name or name.startswith("/") or "\\" in name or "\x00" in name
+            or any(p in ("", ".", "..") for p in parts)):
+        raise IntegrityError(f"{what} holds a member with a forbidden path {name!r}",
+                             "refusing to extract: the backup is corrupt or was tampered with")
+    return name
+
+
+class Destination:
+    """One restore target; parts may be extracted into it from several threads."""
+
+    def __init__(self, dest: str, tablespace_links: dict[str, str]):
+        self.dest = dest
+        self.tablespace_links = tablespace_links          # "pg_tblspc/<oid>" -> target made beforehand
+        self._dirs: set[str] = {dest}
+        self._lock = threading.Lock()
+        self.bytes = 0
+
+    def extract_part(self, tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str,
+                     progress=None) -> None:
+        try:
+            with tarfile.open(fileobj=tar_stream, mode="r|") as tar:
+                for member in tar:
+                    expected = next(manifest, None)
+                    self._member(tar, member, expected, what, progress)
+        except tarfile.TarError as exc:
+            raise IntegrityError(f"{what} is not a valid tar stream: {exc}",
+                                 "the backup is corrupt; restore another one") from None
+        extra = next(manifest, None)
+        if extra is not None:
+            raise IntegrityError(f"{what} lacks {extra.path}, listed in its manifest",
+                                 "the backup is corrupt; restore another one")
+
+    def _member(self, tar, member: tarfile.TarInfo, expected: ManifestEntry | None, what: str, progress) -> None:
+        name = safe_relative(member.name, what)
+        kind = "file" if member.isreg() else "dir" if member.isdir() else "link" if member.issym() else None
+        if kind is None:
+            raise IntegrityError(f"{what} holds {name!r}, which is not a file, directory or tablespace link",
+                                 "refusing to extract: the backup is corrupt or was tampered with")
+        if expected is None or expected.path != name or expected.type != kind:
+            raise IntegrityError(f"{what}: member {name!r} does not match its manifest "
+                                 f"(expected {expected.path if expected else 'the end of the part'!r})",
+                                 "the backup is corrupt; restore another one")
+        path = os.path.join(self.dest, name)
+        self._make_parents(name)
+        if kind == "link":
+            if name not in self.tablespace_links:
+                raise IntegrityError(f"{what} holds a symbolic link {name!r} outside pg_tblspc",
+                                     "refusing to extract: the backup is corrupt or was tampered with")
+            return                                   # made beforehand, where the operator wants it
+        if kind == "dir":
+            if name not in self.tablespace_links:
+                self._mkdir(path, member.mode)
+            return
+        digest = hashlib.sha256()
+        size = 0
+        source = tar.extractfile(member)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            raise IntegrityError(f"{what} holds {name!r} twice", "the backup is corrupt; restore another one") from None
+        try:
+            while True:
+                block = source.read(_BUF)
+                if not block:
+                    break
+                digest.update(block)
+                _write_all(fd, block)
+                size += len(block)
+                if progress:
+                    progress.advance(len(block))
+            os.fchmod(fd, member.mode & 0o7777)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.utime(path, (member.mtime, member.mtime))
+        if size != expected.size or digest.hexdigest() != expected.sha256:
+            raise IntegrityError(f"{what}: {name} does not match the manifest (size or SHA-256)",
+                                 "the backup is corrupt; restore another one")
+        with self._lock:
+            self.bytes += size
+
+    def _make_parents(self, name: str) -> None:
+        parent = os.path.dirname(name)
+        if parent and os.path.join(self.dest, parent) not in self._dirs:
+            # the parent's own member may be in a part another thread has not reached yet
+            self._mkdir(os.path.join(self.dest, parent), 0o700)
+
+    def _mkdir(self, path: str, mode: int) -> None:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, mode & 0o7777)
+        with self._lock:
+            self._dirs.add(path)
+
+    def finish(self) -> None:
+        """fsync every directory made, deepest first, so that the restore survives a crash."""
+        for path in sorted(self._dirs, key=lambda p: p.count(os.sep), reverse=True):
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def disk_error(exc: OSError, dest: str) -> WalshipError:
+    """An OSError during a restore as one line."""
+    if exc.errno == errno.ENOSPC:
+        return WalshipError(f"no space left on the device of {dest}", "free space or restore elsewhere")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return WalshipError(f"cannot write into {dest}: {exc.strerror}",
+                            "run backup-fetch as the user that will run the server (postgres)")
+    return WalshipError(f"error writing into {dest}: {exc.strerror or exc}")

@@ -1,0 +1,213 @@
+"""backup-push: a hot base backup of a running cluster into the repository.
+
+    pg_backup_start (one session, held open)   -> name the backup, announce it (inflight.Heartbeat)
+    walk PGDATA -> parts of ~backup_part_size  -> `backup_concurrency` workers each read, tar,
+                                                  hash, compress and upload one part and its manifest
+    pg_backup_stop                             -> backup_label and tablespace_map, as a last part
+    stop segment in the repository?            -> completion marker, last
+
+Memory stays bounded whatever the size and number of files: the walk is lazy,
+at most `backup_concurrency` parts are in flight, a part holds at most
+MAX_MEMBERS entries, and data flows through in 1 MiB chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Iterable, Iterator
+
+from walship import codec, logs
+from walship.backup import inflight, objects, progress, tarstream, walk
+from walship.backup.catalog import BackupInfo, Marker
+from walship.backup.manifest import ManifestEntry
+from walship.errors import WalshipError
+from walship.layout import wal_key
+from walship.pg import backup_api, walnames
+from walship.pg.conn import connect
+from walship.storage import ObjectExists
+
+MAX_MEMBERS = 100_000          # entries per part: bounds a part's plan and manifest in memory
+WAL_WAIT_S = 120.0             # pg_backup_stop already waited for archiving; this covers a slow store
+
+
+class PartStats:
+    """Totals over the parts, added to by the upload threads."""
+
+    def __init__(self):
+        self.size = 0          # file bytes read
+        self.stored = 0        # bytes written to the repository
+        self.files = 0         # manifest entries
+        self._lock = threading.Lock()
+
+    def add(self, size: int, stored: int, files: int) -> None:
+        with self._lock:
+            self.size += size
+            self.stored += stored
+            self.files += files
+
+
+def backup_push(pgdata: str, settings, store, conninfo: str | None = None,
+                progress_mode: str = "auto") -> BackupInfo:
+    walk.check_data_directory(pgdata)
+    started = time.time()
+    with connect(conninfo, application_name="walship backup-push") as conn:
+        facts = backup_api.server_facts(conn)
+        _check_same_cluster(pgdata, facts)
+        estimate = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0] or 0
+        start = backup_api.start_backup(conn, facts.version, f"walship {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(started))}")
+        start_wal = walnames.segment_name_of(walnames.parse_lsn(start.lsn), facts.timeline, facts.wal_segment_size)
+        name = f"base_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(started))}_{start_wal}"
+        heartbeat = inflight.Heartbeat(store, name)
+        try:
+            heartbeat.start()
+        except ObjectExists:
+            raise WalshipError(f"another backup named {name} is being taken", "wait for it to finish") from None
+        try:
+            inflight.remove_leftovers(store, time.time(), keep=name)
+            bar = progress.make(progress_mode, f"backup {name}", estimate)
+            uploader = _Uploader(store, name, settings, bar)
+            tablespaces = walk.tablespaces(pgdata)
+            parts = uploader.upload_all(tarstream.plan_parts(walk.walk(pgdata), settings.backup_part_size,
+                                                             MAX_MEMBERS))
+            stop = backup_api.stop_backup(conn, facts.version)
+            uploader.upload_labels(parts, stop)
+            bar.close()
+            start_lsn, start_wal = backup_api.label_start(stop.backup_label)
+            stop_wal = walnames.segment_name_of(walnames.parse_lsn(stop.lsn) - 1, facts.timeline,
+                                                facts.wal_segment_size)
+            _wait_archived(store, stop_wal)
+            stopped = time.time()
+            info = BackupInfo(name=name, start_time=started, stop_time=stopped, start_lsn=start_lsn,
+                              stop_lsn=stop.lsn, timeline=facts.timeline, start_wal=start_wal, stop_wal=stop_wal,
+                              pg_version=facts.version, system_identifier=facts.system_identifier,
+                              size=uploader.stats.size, stored_size=uploader.stats.stored,
+                              duration_s=round(stopped - started, 3))
+            marker = Marker(info, parts + 1, uploader.stats.files, settings.compression,
+                            {t.oid: t.location for t in tablespaces})
+            store.put(objects.marker_key(name), marker.to_json())
+        except BaseException:
+            heartbeat.stop()
+            _remove_unfinished(store, name)
+            raise
+        heartbeat.stop()
+    logs.info("backup_pushed", f"backup {name} complete", backup=name, bytes=info.size,
+              stored_bytes=info.stored_size, duration_s=info.duration_s)
+    return info
+
+
+def _check_same_cluster(pgdata: str, facts: backup_api.ServerFacts) -> None:
+    if os.path.realpath(pgdata) != os.path.realpath(facts.data_directory):
+        raise WalshipError(f"{pgdata} is not the data directory of the server walship connected to "
+                           f"({facts.data_directory})", "pass that directory, or point --pg/PGPORT at this cluster")
+    if facts.in_recovery:
+        raise WalshipError("the server is a standby: backup-push takes backups from the primary only",
+                           "run backup-push on the primary")
+
+
+def _wait_archived(store, segment: str) -> None:
+    deadline = time.monotonic() + WAL_WAIT_S
+    while not store.exists(wal_key(segment)):
+        if time.monotonic() > deadline:
+            raise WalshipError(f"WAL segment {segment}, which ends the backup, is not in {store.url} "
+                               f"after {WAL_WAIT_S:.0f} s; the backup is not usable without it",
+                               "check archive_command = 'walship wal-push %p' and pg_stat_archiver")
+        time.sleep(0.2)
+
+
+def _remove_unfinished(store, name: str) -> None:
+    """Best effort: what the next backup-push would otherwise remove."""
+    try:
+        store.delete([o.key for o in store.list(objects.prefix(name))])
+    except Exception as exc:
+        logs.warning("cleanup_failed", f"could not remove the unfinished backup {name}: {exc}", backup=name)
+
+
+class _Uploader:
+    """Uploads parts in parallel, at most backup_concurrency in flight."""
+
+    def __init__(self, store, name: str, settings, bar):
+        self.store = store
+        self.name = name
+        self.codec = settings.compression
+        self.level = settings.compression_level
+        self.concurrency = settings.backup_concurrency
+        self.bar = bar
+        self.stats = PartStats()
+
+    def upload_all(self, plans: Iterable[list[walk.Entry]]) -> int:
+        """Upload every part; the number of parts."""
+        count = 0
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="backup-part") as pool:
+            pending: set = set()
+            try:
+                for number, plan in enumerate(plans):
+                    while len(pending) >= self.concurrency:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()
+                    pending.add(pool.submit(self._upload, number, lambda record, plan=plan:
+                                            tarstream.tar_chunks(plan, record)))
+                    count = number + 1
+                for future in pending:
+                    future.result()
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        return count
+
+    def upload_labels(self, number: int, stop: backup_api.BackupStop) -> None:
+        """The last part: the backup_label and tablespace_map that pg_backup_stop returned."""
+        def chunks(record) -> Iterator[bytes]:
+            now = time.time()
+            yield tarstream.memory_member("backup_label", stop.backup_label.encode(), now, record)
+            if stop.tablespace_map:
+                yield tarstream.memory_member("tablespace_map", stop.tablespace_map.encode(), now, record)
+            yield tarstream.END_OF_ARCHIVE
+        self._upload(number, chunks)
+
+    def _upload(self, number: int, make_chunks) -> None:
+        manifest = _ManifestWriter(self.codec, self.level, backup=self.name, part=number)
+        stored = _Counter()
+        tar = _counting(make_chunks(manifest.add), self.bar.advance)
+        body = codec.encode_stream(tar, self.codec, self.level, backup=self.name, part=number)
+        self.store.put(objects.part_key(self.name, number), _counting(body, stored.add))
+        manifest_blob = manifest.finish()
+        self.store.put(objects.part_manifest_key(self.name, number), manifest_blob)
+        self.stats.add(manifest.file_bytes, stored.total + len(manifest_blob), manifest.entries)
+
+
+class _Counter:
+    def __init__(self):
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        self.total += n
+
+
+def _counting(chunks: Iterable[bytes], add) -> Iterator[bytes]:
+    for chunk in chunks:
+        add(len(chunk))
+        yield chunk
+
+
+class _ManifestWriter:
+    """A part's manifest, compressed as it grows (a part holds at most MAX_MEMBERS entries)."""
+
+    def __init__(self, codec_name: str, level: int | None, **meta):
+        self.blob = bytearray(codec.encode_header({"codec": codec_name, **meta}))
+        self.compressor = codec.compressor(codec_name, level)
+        self.entries = 0
+        self.file_bytes = 0
+
+    def add(self, entry: ManifestEntry) -> None:
+        self.blob += self.compressor.compress(entry.line())
+        self.entries += 1
+        self.file_bytes += entry.size
+
+    def finish(self) -> bytes:
+        self.blob += self.compressor.flush()
+        return bytes(self.blob)
