@@ -233,7 +233,7 @@ def _prepare_tablespaces(dest: str, backup_spec: dict, restore_spec: str | None)
     if not oids:
         return []
     mapping = {oid: dict(backup_spec.get(oid) or {}) for oid in oids}
-    if restore_spec:
+    if restore_spec and restore_spec != "SOURCE":        # WAL-E's pseudo-name for "where they were"
         try:
             with open(restore_spec) as fh:
                 override = json.load(fh)
