@@ -309,3 +309,120 @@ def test_syslog_lines_arrive_under_the_configured_program_name(rsyslog, scratch,
     error = next(e for e in events if e["@fields"]["syslog_severity"] == "err")
     assert json.loads(error["message"])["error"]
     assert error["@message"].split(" ")[4] == program + ":"   # "Mmm dd hh:mm:ss host program: msg"
+
+
+# --- plugin checks and status on real clusters and repositories -------------------------
+# They run the real CLI in-process (walship.cli.main) so that the backup catalog can be
+# given: list_backups() belongs to the base-backup work (issue 3), not in the tree yet.
+# The archive, the repository and the PostgreSQL server are real.
+
+def backup_info(name: str, start_wal: str, finished_ago_s: float):
+    from walship.backup.catalog import BackupInfo
+    stop = time.time() - finished_ago_s
+    return BackupInfo(name, stop - 120, stop, "0/2000028", "0/3000100", 1, start_wal, start_wal, 150010, "7",
+                      40 << 20, 8 << 20, 120.0)
+
+
+@pytest.fixture
+def walship_cli(monkeypatch, capsys):
+    """Run `walship ARGS` in-process with exactly `env` and the given backups; (exit code, stdout)."""
+    def run(args: list[str], env: dict, backups=()) -> tuple[int, str]:
+        for key in list(os.environ):
+            if key.startswith(("WALSHIP_", "WALE_")):
+                monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr("walship.backup.catalog.list_backups", lambda store: list(backups))
+        from walship.cli import main
+        capsys.readouterr()
+        code = main(args)
+        return code, capsys.readouterr().out
+    return run
+
+
+def test_check_backup_fresh_old_missing_and_bad_threshold(walship_cli, scratch):
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    env = {"WALSHIP_REPO": f"file://{repo}"}
+    seg = "000000010000000000000002"
+    code, out = walship_cli(["check", "backup", "-w", "26h", "-c", "2d"], env, [backup_info("base_a", seg, 3600)])
+    assert (code, out.split(" | ")[0]) == (0, "OK: newest base backup base_a finished 1h ago at "
+                                              + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - 3600))
+                                              + ", 40.0 MiB (stored 8.0 MiB) in 2m; 1 backup")
+    assert "age=3600s;93600;172800;0" in out
+    code, out = walship_cli(["check", "backup", "-w", "26h", "-c", "2d"], env, [backup_info("base_a", seg, 27 * 3600)])
+    assert code == 1 and out.startswith("WARNING: newest base backup base_a finished 1d3h ago (warning at 1d2h)")
+    code, out = walship_cli(["check", "backup", "-w", "26h", "-c", "2d"], env, [backup_info("base_a", seg, 3 * 86400)])
+    assert code == 2 and out.startswith("CRITICAL: newest base backup base_a finished 3d ago (critical at 2d)")
+    code, out = walship_cli(["check", "backup"], env, [])
+    assert code == 2 and out.startswith(f"CRITICAL: no complete base backup in file://{repo} |")
+    code, out = walship_cli(["check", "backup", "--warning", "2 days"], env, [])
+    assert (code, out.strip()) == (3, "UNKNOWN: '2 days' is not an age; use a number with s, m, h, d or w "
+                                      "(e.g. 90m, 26h, 2d)")
+    code, out = walship_cli(["check", "backup"], {}, [])
+    assert code == 3 and out.startswith("UNKNOWN: no repository configured")
+
+
+def test_check_archive_ok_then_a_deleted_segment_is_a_gap(walship_cli, cluster_factory, scratch):
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    env = {"WALSHIP_REPO": f"file://{repo}"}
+    c = cluster_factory(PG_VERSION, env=env)
+    c.initdb()
+    c.set_archiving()
+    c.start()
+    segments = [next_segment(c) for _ in range(5)]
+    c.wait_archived(segments[-1])
+    backups = [backup_info("base_b", segments[1], 600)]
+
+    code, out = walship_cli(["check", "archive", "--pg", c.conninfo, "--age-warning", "1h"], env, backups)
+    assert code == 0, out
+    assert out.startswith(f"OK: last archived {segments[-1]} ")
+    assert f"archive continuous since {segments[1]}" in out
+    assert "backlog=0;10;100;0" in out and "missing_segments=0;;1;0" in out and "wal_size=" in out
+
+    (repo / "wal" / segments[3]).unlink()
+    code, out = walship_cli(["check", "archive", "--pg", c.conninfo], env, backups)
+    assert code == 2
+    assert out.startswith(f"CRITICAL: 1 WAL segment missing since {segments[1]}: {segments[3]} |")
+    assert "missing_segments=1;;1;0" in out
+
+    code, out = walship_cli(["status", "--json", "--pg", c.conninfo], env, backups)
+    status = json.loads(out)
+    assert code == 0
+    assert status["gaps"] == [{"first": segments[3], "last": segments[3], "count": 1}]
+    assert status["window"] is None          # the only backup is before the gap
+    assert status["wal"]["newest"] == segments[-1]
+    assert status["archiver"]["failing"] is False
+    code, out = walship_cli(["status", "--pg", c.conninfo], env, backups)
+    assert f"  missing {segments[3]}" in out and "recoverable   NOTHING" in out and "base_b" in out
+
+
+def test_check_archive_reports_a_failing_archiver_and_the_growing_backlog(walship_cli, cluster_factory, moto):
+    proxy = SwitchableProxy(moto.port)
+    env = {**moto.env(moto.new_bucket(), endpoint=proxy.endpoint),
+           "WALSHIP_S3_MAX_RETRIES": "0", "WALSHIP_S3_RETRY_TIMEOUT": "1", "WALSHIP_S3_CONNECT_TIMEOUT": "2"}
+    c = cluster_factory(PG_VERSION, env=env)
+    c.initdb()
+    c.set_archiving()
+    c.start()
+    try:
+        first = next_segment(c)
+        c.wait_archived(first)
+        code, out = walship_cli(["check", "archive", "--pg", c.conninfo], env)
+        assert code == 0, out
+
+        proxy.down()
+        backlog = []
+        for _ in range(2):
+            next_segment(c)
+            next_segment(c)
+            assert _wait(lambda: c.scalar("SELECT failed_count > 0 FROM pg_stat_archiver"), 30), c.log_tail()
+            code, out = walship_cli(["check", "archive", "--pg", c.conninfo], env)
+            assert code == 2, out
+            assert out.startswith("CRITICAL: archive_command failing: last failure ")
+            waiting = int(out.split(" WAL files waiting to be archived")[0].rsplit(" ", 1)[1])
+            assert f"backlog={waiting};10;100;0" in out
+            assert "; repository: the connection to S3 at " in out   # the check cannot reach it either
+            backlog.append(waiting)
+        assert backlog[0] >= 2 and backlog[1] >= backlog[0] + 2
+    finally:
+        proxy.close()

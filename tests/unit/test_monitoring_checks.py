@@ -82,7 +82,7 @@ def test_gap_is_critical_and_named():
     gaps = [Gap("000000010000000000000005", "000000010000000000000005", 1)]
     r = check_archive(facts(), archive(), gaps, "000000010000000000000002", None, LIMITS, NOW)
     assert r.state == CRITICAL
-    assert r.text == "1 WAL segments missing since 000000010000000000000002: 000000010000000000000005"
+    assert r.text == "1 WAL segment missing since 000000010000000000000002: 000000010000000000000005"
     assert "missing_segments=1;;1;0" in r.line()
 
 

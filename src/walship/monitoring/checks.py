@@ -14,6 +14,10 @@ def _utc(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 # --- check backup --------------------------------------------------------------------
 
 def check_backup(backups, repo: str, warning_s: float, critical_s: float, now: float) -> CheckResult:
@@ -28,7 +32,7 @@ def check_backup(backups, repo: str, warning_s: float, critical_s: float, now: f
              WARNING: f" (warning at {format_age(warning_s)})", OK: ""}[state]
     text = (f"newest base backup {newest.name} finished {format_age(age)} ago{limit} at {_utc(newest.stop_time)}, "
             f"{format_bytes(newest.size)} (stored {format_bytes(newest.stored_size)}) in "
-            f"{format_age(newest.duration_s)}; {len(backups)} backups")
+            f"{format_age(newest.duration_s)}; {_count(len(backups), 'backup')}")
     perf = [Perf("age", round(age), "s", warning_s, critical_s), Perf("size", newest.size, "B"),
             Perf("stored", newest.stored_size, "B"), Perf("duration", round(newest.duration_s, 1), "s"),
             Perf("backups", len(backups))]
@@ -57,7 +61,7 @@ def check_archive(facts, archive, gaps, since: str | None, repo_error: str | Non
         problems.append((CRITICAL, "archive_mode is off: no WAL is archived"))
     if facts.failing:
         problems.append((CRITICAL, f"archive_command failing: last failure {format_age(now - facts.last_failed_time)} "
-                                   f"ago on {facts.last_failed_wal} ({facts.failed_count} failures since stats reset)"))
+                                   f"ago on {facts.last_failed_wal} ({_count(facts.failed_count, 'failure')} since stats reset)"))
     backlog = facts.ready_count
     backlog_state = (CRITICAL if backlog >= limits.backlog_critical
                      else WARNING if backlog >= limits.backlog_warning else OK)
@@ -69,7 +73,7 @@ def check_archive(facts, archive, gaps, since: str | None, repo_error: str | Non
     if gaps:
         missing = sum(g.count for g in gaps)
         origin = f"since {since}" if since else "in the archive"
-        problems.append((CRITICAL, f"{missing} WAL segments missing {origin}: "
+        problems.append((CRITICAL, f"{_count(missing, 'WAL segment')} missing {origin}: "
                                    + ", ".join(str(g) for g in gaps[:3]) + (" ..." if len(gaps) > 3 else "")))
     newest_age = None
     if archive is not None and archive.newest_mtime is not None:
