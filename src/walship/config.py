@@ -22,6 +22,8 @@ DEFAULT_CONFIG_PATHS = ("/etc/walship/walship.toml",)
 SECRET_SETTINGS = {"s3_secret_access_key", "s3_session_token", "icinga_password",
                    "encryption_key", "nsca_password"}
 CODECS = ("zstd", "lz4", "gzip", "none")
+SYSLOG_FACILITIES = ("user", "daemon", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+                     "local7")
 
 
 @dataclass
@@ -271,6 +273,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"unknown compression {s.compression!r}", f"use one of {', '.join(CODECS)}")
     if s.log_destination not in ("stderr", "syslog", "both", "none"):
         raise ConfigError(f"unknown log destination {s.log_destination!r}", "use stderr, syslog, both or none")
+    if s.syslog_facility.lower() not in SYSLOG_FACILITIES:
+        raise ConfigError(f"unknown syslog facility {s.syslog_facility!r}", "use user, daemon or local0 ... local7")
     if s.log_format not in ("text", "json"):
         raise ConfigError(f"unknown log format {s.log_format!r}", "use text or json")
     if s.push_batch < 1 or s.push_concurrency < 1 or s.backup_concurrency < 1:

@@ -53,7 +53,9 @@ class _SyslogFormatter(logging.Formatter):
         text = self.inner.format(record)
         if isinstance(self.inner, _TextFormatter):
             text = text.split(": ", 1)[1] if text.startswith("walship ") else text
-        return text
+        # One event, one syslog line: over TCP a newline would start a new message,
+        # which then has no program name and escapes the Kibana query.
+        return " ".join(text.splitlines())
 
 
 def _syslog_handler(address: str, facility: str) -> logging.Handler:
@@ -93,6 +95,7 @@ def setup(command: str, settings=None) -> logging.Logger:
         h.close()
     logger.propagate = False
     _STATE["command"] = command
+    _STATE.pop("syslog_failed", None)
     destination = getattr(settings, "log_destination", "stderr")
     fmt_name = getattr(settings, "log_format", "text")
     level = getattr(settings, "log_level", "info").upper()
@@ -116,8 +119,19 @@ def setup(command: str, settings=None) -> logging.Logger:
         else:
             h.ident = f"{program}: "
             h.setFormatter(_SyslogFormatter(formatter))
+            h.handleError = _syslog_write_failed  # type: ignore[method-assign]
             logger.addHandler(h)
     return logger
+
+
+def _syslog_write_failed(record: logging.LogRecord) -> None:
+    """A lost syslog line must not print logging's traceback (or fail the command): one warning, once."""
+    if _STATE.get("syslog_failed"):
+        return
+    _STATE["syslog_failed"] = "yes"
+    exc = sys.exc_info()[1]
+    print(f"walship {_STATE['command']}: WARNING: cannot write to syslog: {exc}; "
+          f"lost: {record.getMessage()}", file=sys.stderr)
 
 
 def get() -> logging.Logger:
