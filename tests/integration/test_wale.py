@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -57,36 +56,14 @@ def _insert(c: pg.Cluster, first: int, count: int) -> str:
     return c.switch_wal()
 
 
-def _walship_python(code: str, env: dict) -> subprocess.CompletedProcess:
-    """Run walship's library as postgres (what backup-fetch does for a WAL-E name)."""
-    return pg.run_as_postgres([sys.executable, "-c", code], env=env, check=False, timeout=300)
-
-
-def _restore_with_walship(name: str, dest: Path, env: dict) -> subprocess.CompletedProcess:
-    # TODO(backup-fetch): replace with `walship backup-fetch DEST NAME` once the base-backup
-    # engineer's backup-fetch calls walship.walecompat.backups.restore for WAL-E names.
-    code = ("import sys\n"
-            "from walship.config import load_settings\n"
-            "from walship.storage import open_store\n"
-            "from walship.walecompat import backups\n"
-            "s = load_settings()\n"
-            f"b = backups.restore(open_store(s.repo, s), {name!r}, {str(dest)!r}, s)\n"
-            "print(b.name)\n")
-    return _walship_python(code, env)
-
-
-def _write_recovery(dest: Path, source: pg.Cluster, restored: pg.Cluster) -> None:
+def _prepare_restored(dest: Path, source: pg.Cluster, restored: pg.Cluster) -> None:
     # WAL-E never saved postgresql.conf / pg_hba.conf (Debian keeps them in /etc): bring the server's
     for conf in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
         shutil.copy2(source.datadir / conf, dest / conf)
         pg.chown_postgres(dest / conf)
-    restored.configure(
-        f"port = {restored.port}\n"
-        f"unix_socket_directories = '{restored.sockdir}'\n"
-        "archive_mode = off\n"
-        f"restore_command = '{pg.WALSHIP} wal-fetch %f %p'\n")
-    (dest / "recovery.signal").touch()
-    pg.chown_postgres(dest / "recovery.signal")
+    # the restored postgresql.auto.conf is the source's (WAL-E's archive_command, its port): override
+    restored.configure(f"port = {restored.port}\nunix_socket_directories = '{restored.sockdir}'\n"
+                       "archive_mode = off\n")
 
 
 def _wait_promoted(c: pg.Cluster, timeout: float = 120) -> None:
@@ -124,12 +101,13 @@ def test_walship_restores_a_wale_backup_and_replays_wale_then_walship_wal(wale_b
     c.wait_archived(_insert(c, 10001, 5000))            # archived by walship
     expected = c.scalar("SELECT count(*) FROM t")
     assert expected == 15000
+    # the point in time to restore to; what follows it must not come back
+    target = c.scalar("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US+00')")
+    time.sleep(1.1)
+    c.wait_archived(_insert(c, 15001, 5000))
 
     env = _tool_env(c)
-    listed = _walship_python(
-        "import json\nfrom walship.config import load_settings\nfrom walship.storage import open_store\n"
-        "from walship.walecompat import backups\ns = load_settings()\n"
-        "print(json.dumps([b.as_dict() for b in backups.list_backups(open_store(s.repo, s))]))\n", env)
+    listed = pg.walship(["backup-list", "--json"], env)
     assert listed.returncode == 0, listed.stderr
     backups = json.loads(listed.stdout)
     assert [b["source"] for b in backups] == ["wal-e"]
@@ -138,14 +116,17 @@ def test_walship_restores_a_wale_backup_and_replays_wale_then_walship_wal(wale_b
     assert backups[0]["pg_version"] // 10000 == 15
 
     dest = pg.make_dir(scratch, "restored")
-    r = _restore_with_walship("LATEST", dest, env)
+    r = pg.walship(["backup-fetch", str(dest), "LATEST", "--target-time", target, "--target-action", "promote"],
+                   env)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == backups[0]["name"]
+    assert backups[0]["name"] in r.stderr
     assert (dest / "PG_VERSION").read_text().strip() == "15"
     assert oct((dest / "global" / "pg_control").stat().st_mode & 0o777) == "0o600"
+    assert (dest / "recovery.signal").exists()
+    assert "wal-fetch" in (dest / "postgresql.auto.conf").read_text()
 
     restored = cluster_factory(15, name="restored", env=wale_env)
-    _write_recovery(dest, c, restored)
+    _prepare_restored(dest, c, restored)
     c.stop()                                             # the restore must not lean on the source
     restored.start()
     _wait_promoted(restored)
@@ -229,9 +210,10 @@ def test_a_corrupt_wale_base_backup_partition_fails_naming_it(wale_bin, scratch,
     data[len(data) // 3] ^= 0xFF
     part.write_bytes(bytes(data))
 
-    r = _restore_with_walship("LATEST", pg.make_dir(scratch, "restored"), _tool_env(c))
-    assert r.returncode != 0
-    assert "IntegrityError" in r.stderr and f"tar_partitions/{part.name}" in r.stderr, r.stderr[-2000:]
+    r = pg.walship(["backup-fetch", str(pg.make_dir(scratch, "restored")), "LATEST"], _tool_env(c))
+    assert r.returncode == 4, r.stderr
+    assert f"tar_partitions/{part.name}" in r.stderr and "is corrupt or truncated" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def _push_fake_segment(wale_bin: str, scratch: Path, env: dict) -> str:

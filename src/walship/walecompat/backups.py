@@ -195,9 +195,13 @@ def restore(store: Store, name: str, dest: str, settings, restore_spec: str | No
     workers = max(1, min(getattr(settings, "backup_concurrency", 1) or 1, len(keys)))
 
     def extract(key: str) -> None:
-        stream = _ChunkReader(objects.content(store, key))
-        extraction.partition(stream, objects.describe(store, key))
-        filters.drain(stream.rest())          # runs lzop's (and gpg's) final checks
+        chunks = objects.content(store, key)
+        try:
+            stream = _ChunkReader(chunks)
+            extraction.partition(stream, objects.describe(store, key))
+            filters.drain(stream.rest())      # runs lzop's (and gpg's) final checks
+        finally:
+            chunks.close()                    # stops the filter programs if extraction failed
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for future in [pool.submit(extract, key) for key in keys]:
             future.result()

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Generator, Iterable, Iterator
 
 from walship.errors import ConfigError, WalshipError
 
@@ -40,7 +40,7 @@ def require_program(program: str, package: str) -> str:
     return path
 
 
-def run(filters: list[Filter], chunks: Iterable[bytes]) -> Iterator[bytes]:
+def run(filters: list[Filter], chunks: Iterable[bytes]) -> Generator[bytes, None, None]:
     """Yield the output of `chunks` piped through every filter in turn."""
     errs = [tempfile.TemporaryFile() for _ in filters]
     procs: list[subprocess.Popen] = []

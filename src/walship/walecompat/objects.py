@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Generator, Iterator
 
 from walship.errors import IntegrityError
 from walship.storage import Store
@@ -22,7 +22,7 @@ def configured_key_id() -> str | None:
     return os.environ.get("WALSHIP_GPG_KEY_ID") or os.environ.get("WALE_GPG_KEY_ID")
 
 
-def content(store: Store, key: str) -> Iterator[bytes]:
+def content(store: Store, key: str) -> Generator[bytes, None, None]:
     """The original bytes of a WAL-E object, streamed; ObjectNotFound before the first chunk.
 
     Errors name the object: IntegrityError when it is corrupt or truncated,
