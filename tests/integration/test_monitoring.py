@@ -155,6 +155,13 @@ def fake_wal_dir(parent: Path, names: list[str]) -> Path:
     return wal
 
 
+QUICK_S3 = {"WALSHIP_S3_MAX_RETRIES": "0", "WALSHIP_S3_RETRY_TIMEOUT": "1", "WALSHIP_S3_CONNECT_TIMEOUT": "2"}
+
+
+def backup_push(cluster: pg.Cluster) -> subprocess.CompletedProcess:
+    return pg.walship(["backup-push", str(cluster.datadir), "--progress", "none"], cluster.env_for_tools())
+
+
 def next_segment(cluster) -> str:
     """Write something and switch: pg_switch_wal() on an empty segment does not switch."""
     cluster.sql("CREATE TABLE IF NOT EXISTS filler (x int); INSERT INTO filler VALUES (1)")
@@ -169,8 +176,7 @@ def test_wal_push_results_arrive_in_icinga_rate_limited_and_failures_at_once(ici
     bucket = moto.new_bucket()
     metrics_file = scratch / "walship.prom"
     env = {**moto.env(bucket, endpoint=proxy.endpoint), **icinga_env(icinga, "pg-archive"),
-           "WALSHIP_ICINGA_ARCHIVE_OK_INTERVAL": "3600", "WALSHIP_METRICS_FILE": str(metrics_file),
-           "WALSHIP_S3_MAX_RETRIES": "0", "WALSHIP_S3_RETRY_TIMEOUT": "1", "WALSHIP_S3_CONNECT_TIMEOUT": "2"}
+           "WALSHIP_ICINGA_ARCHIVE_OK_INTERVAL": "3600", "WALSHIP_METRICS_FILE": str(metrics_file), **QUICK_S3}
     c = cluster_factory(PG_VERSION, env=env)
     c.initdb()
     c.set_archiving()
@@ -226,28 +232,32 @@ def test_missing_archive_result_turns_the_service_stale(icinga, scratch):
     assert stale["active"] is True and stale["output"] == "CRITICAL: no result from walship wal-push"
 
 
-def test_backup_results_arrive_in_icinga(icinga, monkeypatch, scratch):
-    # backup-push (issue 3) is not in the tree yet: this drives the hook it calls,
-    # monitoring.hooks.backup_result, in-process against the real Icinga.
-    from walship.backup.catalog import BackupInfo
-    from walship.config import load_settings
-    from walship.errors import StoreError
-    from walship.monitoring.hooks import backup_result
-
+def test_backup_push_results_arrive_in_icinga(icinga, cluster_factory, moto, scratch):
     api = IcingaApi(icinga)
-    settings = load_settings(env={**icinga_env(icinga, "pg-backup"), "WALSHIP_METRICS_FILE": str(scratch / "m.prom")})
-    info = BackupInfo("base_000000010000000000000004_00000028", time.time() - 70, time.time() - 10, "0/4000028",
-                      "0/5000100", 1, "000000010000000000000004", "000000010000000000000005", 150010, "7",
-                      3 << 30, 1 << 30, 60.0)
-    backup_result(settings, ok=True, backup=info, duration_s=60.0)
-    ok = api.wait_for("pg-backup", BACKUP, lambda r: r["state"] == 0, timeout=5)
-    assert ok["output"] == f"OK: base backup {info.name} pushed: 3.0 GiB (stored 1.0 GiB) in 1m"
-    assert ok["performance_data"] == ["duration=60s;;;0", "size=3221225472B;;;0", "stored=1073741824B;;;0"]
+    proxy = SwitchableProxy(moto.port)
+    env = {**moto.env(moto.new_bucket(), endpoint=proxy.endpoint), **icinga_env(icinga, "pg-backup"),
+           "WALSHIP_METRICS_FILE": str(scratch / "walship.prom"), **QUICK_S3}
+    c = cluster_factory(PG_VERSION, env=env)
+    c.initdb()
+    c.set_archiving()
+    c.start()
+    try:
+        r = backup_push(c)
+        assert r.returncode == 0, r.stderr
+        ok = api.wait_for("pg-backup", BACKUP, lambda r: r["state"] == 0, timeout=5)
+        assert ok and ok["output"].startswith("OK: base backup base_"), api.result("pg-backup", BACKUP)
+        assert [p.split("=")[0] for p in ok["performance_data"]] == ["duration", "size", "stored"]
+        assert "walship_last_backup_success_timestamp_seconds" in (scratch / "walship.prom").read_text()
 
-    backup_result(settings, ok=False, error=StoreError("cannot reach s3://bucket/pg: connection refused"),
-                  duration_s=3.0)
-    bad = api.wait_for("pg-backup", BACKUP, lambda r: r["state"] == 2, timeout=5)
-    assert bad["output"] == "CRITICAL: base backup failed after 3s: cannot reach s3://bucket/pg: connection refused"
+        proxy.down()
+        r = backup_push(c)
+        assert r.returncode == 3, r.stderr
+        bad = api.wait_for("pg-backup", BACKUP, lambda r: r["state"] == 2, timeout=5)
+        assert bad, api.result("pg-backup", BACKUP)
+        assert bad["output"].startswith("CRITICAL: base backup failed after ")
+        assert "S3" in bad["output"] and "\n" not in bad["output"]
+    finally:
+        proxy.close()
 
 
 def test_shipped_icinga_config_loads_and_applies_both_services(icinga):
@@ -312,102 +322,74 @@ def test_syslog_lines_arrive_under_the_configured_program_name(rsyslog, scratch,
 
 
 # --- plugin checks and status on real clusters and repositories -------------------------
-# They run the real CLI in-process (walship.cli.main) so that the backup catalog can be
-# given: list_backups() belongs to the base-backup work (issue 3), not in the tree yet.
-# The archive, the repository and the PostgreSQL server are real.
 
-def backup_info(name: str, start_wal: str, finished_ago_s: float):
-    from walship.backup.catalog import BackupInfo
-    stop = time.time() - finished_ago_s
-    return BackupInfo(name, stop - 120, stop, "0/2000028", "0/3000100", 1, start_wal, start_wal, 150010, "7",
-                      40 << 20, 8 << 20, 120.0)
+def check(c: pg.Cluster, *args: str, env: dict | None = None) -> tuple[int, str]:
+    """`walship ARGS` as postgres on the database host, like an Icinga agent's check; (exit code, stdout)."""
+    r = pg.walship(list(args), {**c.env_for_tools(), **(env or {})})
+    assert r.stdout.count("\n") == 1 or args[0] == "status", r.stdout   # a plugin prints one line
+    return r.returncode, r.stdout
 
 
-@pytest.fixture
-def walship_cli(monkeypatch, capsys):
-    """Run `walship ARGS` in-process with exactly `env` and the given backups; (exit code, stdout)."""
-    def run(args: list[str], env: dict, backups=()) -> tuple[int, str]:
-        for key in list(os.environ):
-            if key.startswith(("WALSHIP_", "WALE_")):
-                monkeypatch.delenv(key)
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setattr("walship.backup.catalog.list_backups", lambda store: list(backups))
-        from walship.cli import main
-        capsys.readouterr()
-        code = main(args)
-        return code, capsys.readouterr().out
-    return run
-
-
-def test_check_backup_fresh_old_missing_and_bad_threshold(walship_cli, scratch):
+def test_backup_and_archive_checks_from_missing_to_fresh_to_old_and_a_gap(cluster_factory, scratch):
     repo = pg.make_dir(scratch, "repo", 0o755)
-    env = {"WALSHIP_REPO": f"file://{repo}"}
-    seg = "000000010000000000000002"
-    code, out = walship_cli(["check", "backup", "-w", "26h", "-c", "2d"], env, [backup_info("base_a", seg, 3600)])
-    assert (code, out.split(" | ")[0]) == (0, "OK: newest base backup base_a finished 1h ago at "
-                                              + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - 3600))
-                                              + ", 40.0 MiB (stored 8.0 MiB) in 2m; 1 backup")
-    assert "age=3600s;93600;172800;0" in out
-    code, out = walship_cli(["check", "backup", "-w", "26h", "-c", "2d"], env, [backup_info("base_a", seg, 27 * 3600)])
-    assert code == 1 and out.startswith("WARNING: newest base backup base_a finished 1d3h ago (warning at 1d2h)")
-    code, out = walship_cli(["check", "backup", "-w", "26h", "-c", "2d"], env, [backup_info("base_a", seg, 3 * 86400)])
-    assert code == 2 and out.startswith("CRITICAL: newest base backup base_a finished 3d ago (critical at 2d)")
-    code, out = walship_cli(["check", "backup"], env, [])
-    assert code == 2 and out.startswith(f"CRITICAL: no complete base backup in file://{repo} |")
-    code, out = walship_cli(["check", "backup", "--warning", "2 days"], env, [])
-    assert (code, out.strip()) == (3, "UNKNOWN: '2 days' is not an age; use a number with s, m, h, d or w "
-                                      "(e.g. 90m, 26h, 2d)")
-    code, out = walship_cli(["check", "backup"], {}, [])
-    assert code == 3 and out.startswith("UNKNOWN: no repository configured")
-
-
-def test_check_archive_ok_then_a_deleted_segment_is_a_gap(walship_cli, cluster_factory, scratch):
-    repo = pg.make_dir(scratch, "repo", 0o755)
-    env = {"WALSHIP_REPO": f"file://{repo}"}
-    c = cluster_factory(PG_VERSION, env=env)
+    c = cluster_factory(PG_VERSION, env={"WALSHIP_REPO": f"file://{repo}"})
     c.initdb()
     c.set_archiving()
     c.start()
-    segments = [next_segment(c) for _ in range(5)]
-    c.wait_archived(segments[-1])
-    backups = [backup_info("base_b", segments[1], 600)]
 
-    code, out = walship_cli(["check", "archive", "--pg", c.conninfo, "--age-warning", "1h"], env, backups)
+    code, out = check(c, "check", "backup")
+    assert code == 2 and out.startswith(f"CRITICAL: no complete base backup in file://{repo} |"), out
+
+    assert backup_push(c).returncode == 0
+    backup = json.loads(pg.walship(["backup-list", "--json"], c.env_for_tools()).stdout)[-1]
+    code, out = check(c, "check", "backup", "--warning", "26h", "--critical", "2d")
+    assert code == 0 and out.startswith(f"OK: newest base backup {backup['name']} finished "), out
+    assert "age=" in out and f"size={backup['size']}B" in out and "backups=1;;;0" in out
+    time.sleep(2.1)
+    code, out = check(c, "check", "backup", "--warning", "1s", "--critical", "1h")
+    assert code == 1 and out.startswith(f"WARNING: newest base backup {backup['name']} finished "), out
+    code, out = check(c, "check", "backup", "--warning", "1s", "--critical", "2s")
+    assert code == 2 and "(critical at 2s)" in out, out
+    code, out = check(c, "check", "backup", "--warning", "2 days")
+    assert (code, out.strip()) == (3, "UNKNOWN: '2 days' is not an age; use a number with s, m, h, d or w "
+                                      "(e.g. 90m, 26h, 2d)")
+
+    after = [next_segment(c) for _ in range(3)]
+    c.wait_archived(after[-1])
+    code, out = check(c, "check", "archive", "--age-warning", "1h")
     assert code == 0, out
-    assert out.startswith(f"OK: last archived {segments[-1]} ")
-    assert f"archive continuous since {segments[1]}" in out
+    assert out.startswith(f"OK: last archived {after[-1]} ")
+    assert f"archive continuous since {backup['start_wal']}" in out
     assert "backlog=0;10;100;0" in out and "missing_segments=0;;1;0" in out and "wal_size=" in out
 
-    (repo / "wal" / segments[3]).unlink()
-    code, out = walship_cli(["check", "archive", "--pg", c.conninfo], env, backups)
+    (repo / "wal" / after[1]).unlink()
+    code, out = check(c, "check", "archive")
     assert code == 2
-    assert out.startswith(f"CRITICAL: 1 WAL segment missing since {segments[1]}: {segments[3]} |")
+    assert out.startswith(f"CRITICAL: 1 WAL segment missing since {backup['start_wal']}: {after[1]} |"), out
     assert "missing_segments=1;;1;0" in out
 
-    code, out = walship_cli(["status", "--json", "--pg", c.conninfo], env, backups)
+    code, out = check(c, "status", "--json")
     status = json.loads(out)
     assert code == 0
-    assert status["gaps"] == [{"first": segments[3], "last": segments[3], "count": 1}]
+    assert status["gaps"] == [{"first": after[1], "last": after[1], "count": 1}]
     assert status["window"] is None          # the only backup is before the gap
-    assert status["wal"]["newest"] == segments[-1]
+    assert status["wal"]["newest"] == after[-1]
+    assert [b["name"] for b in status["backups"]] == [backup["name"]]
     assert status["archiver"]["failing"] is False
-    code, out = walship_cli(["status", "--pg", c.conninfo], env, backups)
-    assert f"  missing {segments[3]}" in out and "recoverable   NOTHING" in out and "base_b" in out
+    code, out = check(c, "status")
+    assert f"  missing {after[1]}" in out and "recoverable   NOTHING" in out and backup["name"] in out
 
 
-def test_check_archive_reports_a_failing_archiver_and_the_growing_backlog(walship_cli, cluster_factory, moto):
+def test_check_archive_reports_a_failing_archiver_and_the_growing_backlog(cluster_factory, moto):
     proxy = SwitchableProxy(moto.port)
-    env = {**moto.env(moto.new_bucket(), endpoint=proxy.endpoint),
-           "WALSHIP_S3_MAX_RETRIES": "0", "WALSHIP_S3_RETRY_TIMEOUT": "1", "WALSHIP_S3_CONNECT_TIMEOUT": "2"}
-    c = cluster_factory(PG_VERSION, env=env)
+    c = cluster_factory(PG_VERSION, env={**moto.env(moto.new_bucket(), endpoint=proxy.endpoint), **QUICK_S3})
     c.initdb()
     c.set_archiving()
     c.start()
     try:
         first = next_segment(c)
         c.wait_archived(first)
-        code, out = walship_cli(["check", "archive", "--pg", c.conninfo], env)
+        code, out = check(c, "check", "archive")
         assert code == 0, out
 
         proxy.down()
@@ -416,7 +398,7 @@ def test_check_archive_reports_a_failing_archiver_and_the_growing_backlog(walshi
             next_segment(c)
             next_segment(c)
             assert _wait(lambda: c.scalar("SELECT failed_count > 0 FROM pg_stat_archiver"), 30), c.log_tail()
-            code, out = walship_cli(["check", "archive", "--pg", c.conninfo], env)
+            code, out = check(c, "check", "archive")
             assert code == 2, out
             assert out.startswith("CRITICAL: archive_command failing: last failure ")
             waiting = int(out.split(" WAL files waiting to be archived")[0].rsplit(" ", 1)[1])
