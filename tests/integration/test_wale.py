@@ -150,6 +150,49 @@ def _archived_segments(env: dict) -> tuple[set[str], set[str]]:
     return ({n for d, n in names if d == "wal_005"}, {n for d, n in names if d == "wal"})
 
 
+def test_walship_restores_a_hot_wale_backup_from_its_backup_label(wale_bin, scratch, cluster_factory):
+    """The backups a team already has: hot ones, taken by WAL-E on PostgreSQL 14 and older (emulated, see
+    tests/support/wale_hot_backup.py), whose replay starts from the backup_label in the tar."""
+    require_version(15)
+    env = wale.file_env(pg.make_dir(scratch, "repo", 0o755))
+    c = cluster_factory(15, env={**env, "PATH": f"{PG15_BIN}:{pg.server_env()['PATH']}"})
+    c.initdb()
+    c.set_archiving(command=f"{wale_bin} wal-push %p")
+    c.start()
+    c.sql("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+    c.wait_archived(_insert(c, 1, 5000))
+    driver = Path(__file__).parents[1] / "support" / "wale_hot_backup.py"
+    r = pg.run_as_postgres([str(wale.VENV / "bin" / "python"), "-c", driver.read_text(), str(c.datadir)],
+                           env=_tool_env(c), check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (c.datadir / "backup_label").exists()
+    c.wait_archived(_insert(c, 5001, 5000))             # archived by WAL-E
+    c.configure(f"archive_command = '{pg.WALSHIP} wal-push %p'\n")
+    c.sql("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    c.wait_archived(_insert(c, 10001, 5000))            # archived by walship
+
+    listed = pg.walship(["backup-list", "--json"], _tool_env(c))
+    [backup] = json.loads(listed.stdout)
+    start = backup["name"][5:29]
+    assert backup["start_wal"] == start                 # a hot name is exact
+    assert backup["start_lsn"].split("/")[0] == "0" and backup["stop_wal"] >= start
+
+    dest = pg.make_dir(scratch, "restored")
+    r = pg.walship(["backup-fetch", str(dest), backup["name"]], _tool_env(c))
+    assert r.returncode == 0, r.stderr
+    label = (dest / "backup_label").read_text()
+    assert f"(file {start})" in label
+    restored = cluster_factory(15, name="restored", env=env)
+    _prepare_restored(dest, c, restored)
+    c.stop()
+    restored.start()
+    _wait_promoted(restored)
+    assert restored.scalar("SELECT count(*) FROM t") == 15000, restored.log_tail()
+    # PostgreSQL started from the label (and renames it once the backup's end was replayed)
+    assert (dest / "backup_label.old").exists() and not (dest / "backup_label").exists()
+
+
 def test_corrupt_and_truncated_wale_segments_fail_naming_the_object(wale_bin, scratch):
     repo = pg.make_dir(scratch, "repo", 0o755)
     env = pg.server_env(wale.file_env(repo))
