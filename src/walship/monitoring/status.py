@@ -85,10 +85,11 @@ def render_text(status: dict) -> str:
     lines = [f"repository  {status['repository']}", ""]
     backups = status["backups"]
     if backups:
+        width = max(len(b["name"]) for b in backups)
         lines.append(f"base backups ({len(backups)})")
-        lines.append(f"  {'name':<32} {'finished':<24} {'size':>10} {'stored':>10} {'took':>7}  start WAL")
+        lines.append(f"  {'name':<{width}} {'finished':<24} {'size':>10} {'stored':>10} {'took':>7}  start WAL")
         for b in backups:
-            lines.append(f"  {b['name']:<32} {_utc(b['stop_time']):<24} {format_bytes(b['size']):>10} "
+            lines.append(f"  {b['name']:<{width}} {_utc(b['stop_time']):<24} {format_bytes(b['size']):>10} "
                          f"{format_bytes(b['stored_size']):>10} {format_age(b['duration_s']):>7}  {b['start_wal']}")
     else:
         lines.append("base backups: NONE (take one: walship backup-push $PGDATA)")
