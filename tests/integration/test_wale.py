@@ -214,6 +214,26 @@ def test_corrupt_and_truncated_wale_segments_fail_naming_the_object(wale_bin, sc
         assert r.returncode == 4, (label, r.returncode, r.stderr)
         assert f"wal_005/{name}.lzo" in r.stderr, r.stderr
         assert not target.exists()
+    # as restore_command in archive recovery: stop the server rather than end recovery at a damaged file
+    in_recovery = pg.make_dir(scratch, "datadir-in-recovery")
+    (in_recovery / "recovery.signal").touch()
+    r = pg.walship(["wal-fetch", "--prefetch", "0", name, str(in_recovery / "RECOVERYXLOG")], env, cwd=str(in_recovery))
+    assert r.returncode == 126, r.stderr
+
+
+def test_wale_history_files_are_served_too(wale_bin, scratch):
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    env = pg.server_env(wale.file_env(repo))
+    wal_dir = pg.make_dir(scratch, "pg_wal")
+    pg.make_dir(wal_dir, "archive_status")
+    history = wal_dir / "00000002.history"
+    history.write_text("1\t0/3000000\tno recovery target specified\n")
+    pg.chown_postgres(history)
+    _wale(wale_bin, ["wal-push", str(history)], env)
+    assert (repo / "wal_005" / "00000002.history.lzo").exists()
+    r = pg.walship(["wal-fetch", "00000002.history", str(scratch / "fetched.history")], env)
+    assert r.returncode == 0, r.stderr
+    assert (scratch / "fetched.history").read_bytes() == history.read_bytes()
 
 
 def test_gpg_encrypted_wale_segment_needs_the_key_and_the_message_names_the_object(wale_bin, scratch):
