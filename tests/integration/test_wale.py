@@ -52,7 +52,8 @@ def _wale(wale_bin: str, args: list[str], env: dict) -> subprocess.CompletedProc
 
 
 def _insert(c: pg.Cluster, first: int, count: int) -> str:
-    c.sql("INSERT INTO t SELECT g, repeat('w', 300) FROM generate_series(%s::int, %s::int) g", (first, first + count - 1))
+    c.sql("INSERT INTO t SELECT g, repeat('w', 300) FROM generate_series(%s::int, %s::int) g",
+          (first, first + count - 1))
     return c.switch_wal()
 
 

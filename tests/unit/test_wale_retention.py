@@ -52,8 +52,8 @@ def test_deleting_the_old_wale_backup_and_the_wal_before_the_oldest_kept_one(sto
 
 def test_a_kept_walship_backup_older_than_the_wale_ones_keeps_their_wal(store):
     # the oldest kept backup of either kind sets the boundary
-    keys = retention.obsolete_keys(store, delete=[], keep=[info("20261123T080000Z", "000000010000000000000003",
-                                                                source="walship"), info(NEW, "000000010000000000000009")])
+    walship_backup = info("20261123T080000Z", "000000010000000000000003", source="walship")
+    keys = retention.obsolete_keys(store, delete=[], keep=[walship_backup, info(NEW, "000000010000000000000009")])
     assert keys == ["wal_005/000000010000000000000002.lzo"]
 
 
