@@ -157,6 +157,9 @@ def _execute(command: str, args) -> int:
         from walship.config import load_settings
         settings = load_settings(_flags(args), config_path=getattr(args, "config", None))
     except WalshipError as exc:
+        if getattr(args, "plugin", False):  # Nagios plugin API: a check that cannot run is UNKNOWN
+            print(f"UNKNOWN: {exc.one_line()}")
+            return 3
         print(f"walship {command}: ERROR: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     logs.setup(command, settings)

@@ -39,3 +39,17 @@ def test_worst_state_ranks_known_problems_above_unknown():
     assert worst(UNKNOWN, WARNING) == WARNING
     assert worst(WARNING, CRITICAL, UNKNOWN) == CRITICAL
     assert worst() == OK
+
+
+def test_check_usage_and_config_errors_are_unknown(capsys, monkeypatch):
+    from walship.cli import main
+    monkeypatch.setenv("WALSHIP_COMPRESSION", "rar")
+    assert main(["check", "backup"]) == 3
+    assert capsys.readouterr().out.startswith("UNKNOWN: unknown compression 'rar'")
+    monkeypatch.delenv("WALSHIP_COMPRESSION")
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "archive", "--backlog-warning", "many"])
+    assert exit_.value.code == 3
+    assert capsys.readouterr().out.startswith("UNKNOWN: argument --backlog-warning: invalid int value: 'many'")
+    assert main(["check"]) == 3
+    assert capsys.readouterr().out.startswith("UNKNOWN: which check?")

@@ -26,5 +26,14 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--pg", metavar="CONNINFO", help="libpq connection string for the archiver's state")
     p.add_argument("--json", action="store_true")
 
-    for parser in (check, kinds.choices["backup"], kinds.choices["archive"], sub.choices["status"]):
-        parser.set_defaults(handler=HANDLER)
+    for parser in (check, kinds.choices["backup"], kinds.choices["archive"]):
+        parser.set_defaults(handler=HANDLER, plugin=True)
+        parser.error = _plugin_usage_error   # type: ignore[method-assign]
+    sub.choices["status"].set_defaults(handler=HANDLER)
+
+
+def _plugin_usage_error(message: str):
+    """argparse exits 2 on a bad flag, which Icinga would show as CRITICAL: a plugin says UNKNOWN (3)."""
+    import sys
+    print(f"UNKNOWN: {message}; see `walship check --help`")
+    sys.exit(3)
