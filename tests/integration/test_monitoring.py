@@ -278,6 +278,45 @@ def test_unknown_icinga_service_is_a_warning_and_the_archive_still_succeeds(icin
     assert (repo / "wal" / name).exists()
 
 
+@pytest.fixture
+def nsca_daemon(scratch):
+    """A real nsca daemon on a free port, writing results into a plain file (append_to_file)."""
+    if not shutil.which("nsca", path="/usr/sbin:/usr/bin") or not shutil.which("send_nsca", path="/usr/sbin:/usr/bin"):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nsca", "nsca-client"],
+                       check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    port = pg.free_port()
+    results = scratch / "nsca-results.cmd"
+    results.touch()                # nsca writes to its dump file when command_file does not exist
+    config = scratch / "nsca.cfg"
+    config.write_text(f"pid_file={scratch}/nsca.pid\nserver_port={port}\nserver_address=127.0.0.1\n"
+                      f"command_file={results}\nalternate_dump_file={scratch}/nsca-dump\nappend_to_file=1\n"
+                      "aggregate_writes=0\nmax_packet_age=30\npassword=s3cret\ndecryption_method=1\n")
+    subprocess.run(["/usr/sbin/nsca", "-c", str(config), "--daemon"], check=True)
+    pid = int(_wait(lambda: (scratch / "nsca.pid").exists() and (scratch / "nsca.pid").read_text().strip(), 5))
+    yield port, results
+    os.kill(pid, 15)
+
+
+def test_nsca_results_reach_a_real_nsca_daemon(nsca_daemon, scratch):
+    port, results = nsca_daemon
+    name = "000000010000000000000001"
+    wal = fake_wal_dir(scratch, [name])
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    env = pg.server_env({"WALSHIP_REPO": f"file://{repo}", "WALSHIP_NSCA_HOST": "127.0.0.1",
+                         "WALSHIP_NSCA_PORT": str(port), "WALSHIP_NSCA_PASSWORD": "s3cret",
+                         "WALSHIP_ICINGA_HOST": "db1", "WALSHIP_ICINGA_ARCHIVE_OK_INTERVAL": "0"})
+    r = pg.walship(["wal-push", str(wal / name)], env)
+    assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr
+    line = _wait(lambda: results.read_text().strip(), 5)
+    assert line, "nsca wrote no result"
+    _, _, command = line.partition("] ")
+    fields = command.split(";")
+    assert fields[:4] == ["PROCESS_SERVICE_CHECK_RESULT", "db1", ARCHIVE, "0"]
+    output, _, perfdata = ";".join(fields[4:]).partition(" | ")
+    assert output.startswith(f"OK: archived {name}: 64.0 KiB in ")
+    assert perfdata.split(" ")[2:] == ["segments=1;;;0", "backlog=0;;;0"]
+
+
 # --- syslog ----------------------------------------------------------------------------
 
 def _syslog_address(rsyslog: dict, transport: str) -> str:
