@@ -237,15 +237,20 @@ def test_wale_history_files_are_served_too(wale_bin, scratch):
     assert (scratch / "fetched.history").read_bytes() == history.read_bytes()
 
 
-def test_gpg_encrypted_wale_segment_needs_the_key_and_the_message_names_the_object(wale_bin, scratch):
-    repo = pg.make_dir(scratch, "repo", 0o755)
-    with_key = pg.make_dir(scratch, "gnupg-with-key")
-    without_key = pg.make_dir(scratch, "gnupg-empty")
-    base_env = pg.server_env(wale.file_env(repo))
+def _gpg_home_with_key(scratch: Path, env: dict) -> Path:
+    home = pg.make_dir(scratch, "gnupg-with-key")
     r = pg.run_as_postgres(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "wal-e@example.invalid",
-                            "default", "default", "never"], env={**base_env, "GNUPGHOME": str(with_key)},
+                            "default", "default", "never"], env={**env, "GNUPGHOME": str(home)},
                            check=False, timeout=120)
     assert r.returncode == 0, r.stderr
+    return home
+
+
+def test_gpg_encrypted_wale_segment_needs_the_key_and_the_message_names_the_object(wale_bin, scratch):
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    without_key = pg.make_dir(scratch, "gnupg-empty")
+    base_env = pg.server_env(wale.file_env(repo))
+    with_key = _gpg_home_with_key(scratch, base_env)
     pushed_env = {**base_env, "GNUPGHOME": str(with_key), "WALE_GPG_KEY_ID": "wal-e@example.invalid"}
     name = _push_fake_segment(wale_bin, scratch, pushed_env)
     stored = (repo / "wal_005" / f"{name}.lzo").read_bytes()
@@ -261,6 +266,28 @@ def test_gpg_encrypted_wale_segment_needs_the_key_and_the_message_names_the_obje
     assert f"wal_005/{name}.lzo" in r.stderr and "secret key is not available" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (scratch / "nokey").exists()
+
+
+def test_gpg_encrypted_wale_base_backup_restores_with_the_key_only(wale_bin, scratch, cluster_factory):
+    require_version(15)
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    c = cluster_factory(15, env=wale.file_env(repo))
+    c.initdb()
+    with_key = _gpg_home_with_key(scratch, c.env)
+    env = _tool_env(c, {"GNUPGHOME": str(with_key), "WALE_GPG_KEY_ID": "wal-e@example.invalid"})
+    _wale(wale_bin, ["backup-push", "--while-offline", str(c.datadir)], env)
+    [part] = list(repo.glob("basebackups_005/base_*/tar_partitions/part_*.tar.lzo"))
+    assert not part.read_bytes().startswith(b"\x89LZO"), "WAL-E did not encrypt the partition"
+
+    r = pg.walship(["backup-fetch", str(pg.make_dir(scratch, "no-key")), "LATEST"],
+                   {**env, "GNUPGHOME": str(pg.make_dir(scratch, "gnupg-empty"))})
+    assert r.returncode != 0
+    assert f"tar_partitions/{part.name}" in r.stderr and "secret key is not available" in r.stderr, r.stderr
+
+    dest = pg.make_dir(scratch, "restored")
+    r = pg.walship(["backup-fetch", str(dest), "LATEST"], env)
+    assert r.returncode == 0, r.stderr
+    assert (dest / "global" / "pg_control").read_bytes() == (c.datadir / "global" / "pg_control").read_bytes()
 
 
 def test_a_corrupt_wale_base_backup_partition_fails_naming_it(wale_bin, scratch, cluster_factory):
