@@ -6,6 +6,7 @@ import datetime
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,99 @@ def test_point_in_time_recovery_is_exact_and_latest_has_every_row(pg_version, re
     assert _digest(latest, "stamped", "id::text || committed_at::text", "id") == source_stamped
     assert _digest(latest, "pgbench_accounts", "aid::text || abalance::text", "aid") == source_accounts
     _check_integrity(latest)
+
+
+def _repo_keys(repo_env: dict) -> set[str]:
+    root = Path(repo_env["WALSHIP_REPO"][len("file://"):])
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".walship-tmp")}
+
+
+def test_a_backup_killed_midway_is_never_listed_and_the_next_one_cleans_up(cluster_factory, scratch):
+    require_version(15)
+    repo_env = _file_repo(scratch)
+    primary = _primary(cluster_factory, 15, repo_env)
+    primary.sql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((-g)::text) AS pad "
+                "FROM generate_series(1, 1500000) g")
+    env = _cli_env(primary, WALSHIP_BACKUP_PART_SIZE=str(4 << 20))
+    push = subprocess.Popen([pg.WALSHIP, "backup-push", str(primary.datadir), "--progress", "none"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **pg.as_postgres())
+    repo = Path(repo_env["WALSHIP_REPO"][len("file://"):])
+    deadline = time.time() + 60
+    while len(list(repo.glob("backups/*/part_*.tar"))) < 3 and push.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    push.kill()
+    assert push.wait() == -9, "backup-push finished before it could be killed: make the table bigger"
+    [dead] = {k.split("/")[1] for k in _repo_keys(repo_env) if k.startswith("backups/")}
+    assert _backups(repo_env) == []
+
+    _backup_push(primary)
+    [backup] = _backups(repo_env)
+    assert {k.split("/")[1] for k in _repo_keys(repo_env) if k.startswith("backups/")} == {backup["name"]}
+    assert backup["name"] != dead
+
+
+def test_retention_deletes_exactly_the_older_backups_and_the_wal_only_they_need(cluster_factory, scratch):
+    require_version(15)
+    from walship import codec
+    from walship.storage.local import LocalStore
+
+    repo_env = _file_repo(scratch)
+    primary = _primary(cluster_factory, 15, repo_env)
+    primary.sql("CREATE TABLE t (id int)")
+    for i in range(3):
+        primary.sql(f"INSERT INTO t SELECT g FROM generate_series({i * 1000 + 1}, {i * 1000 + 1000}) g")
+        primary.wait_archived(primary.switch_wal())
+        _backup_push(primary)
+    primary.sql("INSERT INTO t SELECT g FROM generate_series(3001, 4000) g")
+    primary.wait_archived(primary.switch_wal())
+    expected_rows = primary.scalar("SELECT count(*) FROM t")
+    history = "wal/00000002.history"            # as a promoted standby would have archived it
+    repo = repo_env["WALSHIP_REPO"][len("file://"):]
+    LocalStore(repo).put(history, codec.pack(b"1\t0/3000000\tno reason\n", "none"))
+    pg.chown_postgres(f"{repo}/{history}")
+    old1, old2, kept = _backups(repo_env)
+    before = _repo_keys(repo_env)
+
+    r = pg.walship(["delete", "--retain", "1", "--dry-run"], repo_env)
+    assert r.returncode == 0, r.stderr
+    assert f"would delete backup {old1['name']}" in r.stdout and f"would delete backup {old2['name']}" in r.stdout
+    assert kept["name"] not in r.stdout
+    assert _repo_keys(repo_env) == before
+
+    r = pg.walship(["delete", "--retain", "1"], repo_env)
+    assert r.returncode == 0, r.stderr
+    boundary = kept["start_wal"][8:24]
+    expected = {k for k in before
+                if not k.startswith((f"backups/{old1['name']}/", f"backups/{old2['name']}/"))
+                and not (k.startswith("wal/") and k != history and k[len("wal/"):][8:24] < boundary)}
+    assert _repo_keys(repo_env) == expected
+    assert history in expected and f"wal/{kept['start_wal']}" in expected
+    assert any(k.startswith("wal/") and k[12:28] < boundary for k in before), "the test deleted no WAL"
+    assert [b["name"] for b in _backups(repo_env)] == [kept["name"]]
+
+    primary.stop()
+    # timeline 2 (the history file above) never existed here: stay on the backup's timeline
+    restored = _restore(15, cluster_factory, "restored", repo_env, "LATEST", "--target-timeline", "current")
+    assert restored.scalar("SELECT count(*) FROM t") == expected_rows
+
+
+def _one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode != 0
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+    for word in words:
+        assert word in r.stderr, r.stderr
+
+
+def test_expected_failures_are_one_line_errors(scratch):
+    repo_env = _file_repo(scratch)
+    env = pg.server_env(repo_env)
+    _one_line_error(pg.walship(["backup-fetch", str(scratch / "dest"), "nope"], env), "no complete backup named nope")
+    full = pg.make_dir(scratch, "full")
+    (full / "PG_VERSION").write_text("15\n")
+    _one_line_error(pg.walship(["backup-fetch", str(full), "LATEST"], env), "is not empty")
+    (full / "postmaster.pid").write_text("1\n")
+    _one_line_error(pg.walship(["backup-fetch", str(full), "LATEST"], env), "postmaster.pid")
+    _one_line_error(pg.walship(["backup-push", str(scratch)], env), "not a PostgreSQL data directory")
+    (full / "global").mkdir()
+    _one_line_error(pg.walship(["backup-push", str(full)], {**env, "PGHOST": str(scratch), "PGPORT": "1"}),
+                    "cannot connect to PostgreSQL")

@@ -84,30 +84,37 @@ def _delete(args, settings, store) -> int:
     if args.wale_args:
         raise ConfigError(f"unexpected arguments {' '.join(args.wale_args)}",
                           "use `walship delete --retain N` or `--before NAME|TIME`")
-    if args.include_wal_e:
-        logs.warning("wal_e_not_expired", "WAL-E backups (basebackups_005/, wal_005/) are left as they are")
-    _apply_retention(store, args.retain, args.before, dry_run=args.dry_run)
+    _apply_retention(store, args.retain, args.before, dry_run=args.dry_run, include_wal_e=args.include_wal_e)
     return 0
 
 
-def _apply_retention(store, retain: int | None, before: str | None, dry_run: bool) -> None:
+def _apply_retention(store, retain: int | None, before: str | None, dry_run: bool,
+                     include_wal_e: bool = False) -> None:
     from walship.backup import inflight, retention
-    from walship.backup.catalog import list_walship_backups
+    from walship.backup.catalog import list_backups
+    from walship.walecompat import retention as wale_retention
 
     inflight.remove_leftovers(store, time.time(), dry_run=dry_run)
-    plan = retention.plan(store, list_walship_backups(store), retain, before)
+    backups = list_backups(store)
+    chosen = [b for b in backups if include_wal_e or b.source == "walship"]
+    untouched = [b for b in backups if b not in chosen]
+    plan = retention.plan(store, chosen, retain, before, untouched)
+    wale_keys = wale_retention.obsolete_keys(store, plan.delete, plan.keep) if include_wal_e else []
     verb = "would delete" if dry_run else "deleting"
     for backup in plan.delete:
-        print(f"{verb} backup {backup.name}")
+        print(f"{verb} backup {backup.name}" + (" (WAL-E)" if backup.source == "wal-e" else ""))
     if plan.wal_keys:
         print(f"{verb} {len(plan.wal_keys)} WAL files ({plan.wal_keys[0]} .. {plan.wal_keys[-1]})")
-    if not plan.delete and not plan.wal_keys:
+    if wale_keys:
+        print(f"{verb} {len(wale_keys)} WAL-E objects")
+    if not (plan.delete or plan.wal_keys or wale_keys):
         print("nothing to delete")
+    sys.stdout.flush()
     if not dry_run:
         retention.execute(store, plan)
+        wale_retention.execute(store, wale_keys)
         logs.info("retention_applied", f"deleted {len(plan.delete)} backups and {len(plan.wal_keys)} WAL files; "
                   f"kept {len(plan.keep)} backups")
-    sys.stdout.flush()
 
 
 def _utc(epoch: float) -> str:

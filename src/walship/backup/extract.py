@@ -100,7 +100,7 @@ class Destination:
         self._make_parents(name)
         if kind == "link":
             if name not in self.tablespace_links:
-                raise IntegrityError(f"{what} holds a symbolic link {name!r} outside pg_tblspc",
+                raise IntegrityError(f"{what} holds a symbolic link {name!r} that is not a tablespace of this restore",
                                      "refusing to extract: the backup is corrupt or was tampered with")
             return                                   # made beforehand, where the operator wants it
         if kind == "dir":

@@ -1,7 +1,10 @@
 """Retention: which backups to delete, and the WAL no kept backup needs.
 
-Only walship's own backups (backups/) and WAL (wal/) are considered; WAL-E's
-objects (basebackups_005/, wal_005/) are WAL-E compatibility's business.
+This module deletes walship's own objects (backups/, wal/). WAL-E's backups
+take part in the choice only with --include-wal-e, and their objects
+(basebackups_005/, wal_005/) are then deleted by walship.walecompat.retention;
+without it they are all kept, and so is the wal/ they may need (a WAL-E
+backup taken before the switch to walship replays walship's WAL after its own).
 
 WAL is deleted when its segment precedes the start segment of the oldest kept
 backup, on every timeline: segment names compare by their log/segment digits
@@ -72,17 +75,20 @@ def obsolete_wal(wal_names: list[str], oldest_kept_start: str) -> list[str]:
             if not walnames.HISTORY_RE.match(n) and walnames.is_archivable(n) and n[8:24] < boundary]
 
 
-def plan(store, backups: list[BackupInfo], retain: int | None, before: str | None) -> Plan:
+def plan(store, backups: list[BackupInfo], retain: int | None, before: str | None,
+         untouched: list[BackupInfo] = ()) -> Plan:
+    """Choose among backups; untouched ones (WAL-E's, unless included) are kept and keep their WAL too."""
     chosen = choose(backups, retain, before)
-    if chosen.keep:
-        oldest = min(chosen.keep, key=lambda b: b.start_wal[8:])
+    kept = chosen.keep + list(untouched)
+    if kept:
+        oldest = min(kept, key=lambda b: b.start_wal[8:24])
         names = [wal_name_of_key(o.key) for o in store.list(WAL_PREFIX)]
         chosen.wal_keys = sorted(WAL_PREFIX + n for n in obsolete_wal(names, oldest.start_wal))
     return chosen
 
 
 def execute(store, chosen: Plan) -> None:
-    for backup in chosen.delete:
+    for backup in (b for b in chosen.delete if b.source == "walship"):
         store.delete([objects.marker_key(backup.name)])
         store.delete([o.key for o in store.list(objects.prefix(backup.name))])
     store.delete(chosen.wal_keys)
