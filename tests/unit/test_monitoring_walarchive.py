@@ -51,3 +51,13 @@ def test_later_timeline_is_checked_from_its_first_segment(tmp_path):
 def test_smaller_segment_size_is_inferred_from_names():
     assert walarchive.infer_segment_size([seg(1, 0, 0x1FF)]) == 8 * MIB
     assert walarchive.infer_segment_size([seg(1, 0, 0x10)]) == 16 * MIB
+
+
+def test_segments_wal_e_archived_before_the_switch_count(tmp_path):
+    store = open_store(f"file://{tmp_path}/repo", Settings())
+    for n in (1, 2):
+        store.put(f"wal_005/{seg(1, 0, n)}.lzo", b"x")
+    for n in (2, 3):
+        store.put(f"wal/{seg(1, 0, n)}", b"x")
+    archive = walarchive.load(store, 16 * MIB)
+    assert archive.count == 3 and archive.gaps(seg(1, 0, 1)) == []

@@ -68,13 +68,16 @@ def render(values: dict[str, float]) -> str:
 
 
 def update(path: str, set_values: dict[str, float], increment: tuple[str, ...] = (),
-           replace: tuple[str, ...] = ()) -> None:
-    """Set gauges, add 1 to counters, and drop every series of the names in `replace` first."""
+           replace: tuple[str, ...] = (), counters: tuple[str, ...] = ()) -> None:
+    """Set gauges, add 1 to the `increment` counters, drop every series of the names in
+    `replace` first, and make the `counters` exist (at 0) so that rate() works from the start."""
     directory = os.path.dirname(os.path.abspath(path))
     with open(path + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         values = {s: v for s, v in read(path).items() if _base(s) not in replace}
         values.update(set_values)
+        for counter in counters:
+            values.setdefault(counter, 0)
         for counter in increment:
             values[counter] = values.get(counter, 0) + 1
         tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")

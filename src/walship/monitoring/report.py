@@ -97,9 +97,7 @@ def _archive_metrics(path: str, ok: bool, name: str, results, backlog: int | Non
     elif not ok:
         values["walship_last_archive_failure_timestamp_seconds"] = round(now, 3)
         increment = ("walship_archive_failures_total",)
-    # make the failure counter exist from the first call, so rate() works from the start
-    values.setdefault("walship_archive_failures_total", metrics.read(path).get("walship_archive_failures_total", 0))
-    metrics.update(path, values, increment=increment, replace=replace)
+    metrics.update(path, values, increment=increment, replace=replace, counters=("walship_archive_failures_total",))
 
 
 def _reported_within(marker: str, interval_s: float) -> bool:
@@ -158,9 +156,7 @@ def _backup_metrics(path: str, ok: bool, backup, duration_s: float | None) -> No
             "walship_last_backup_stored_bytes": backup.stored_size,
             "walship_last_backup_duration_seconds": round(duration_s or backup.duration_s, 3),
         }
-        values.setdefault("walship_backup_failures_total",
-                          metrics.read(path).get("walship_backup_failures_total", 0))
-        metrics.update(path, values)
+        metrics.update(path, values, counters=("walship_backup_failures_total",))
     else:
         metrics.update(path, {"walship_last_backup_failure_timestamp_seconds": round(time.time(), 3)},
                        increment=("walship_backup_failures_total",))

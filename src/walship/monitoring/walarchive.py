@@ -79,17 +79,26 @@ def infer_segment_size(names: list[str], assumed: int = DEFAULT_SEGMENT_SIZE) ->
     return size
 
 
+def _archived_segments(store):
+    """(name, upload time) of every archived segment: walship's, and those WAL-E stored before
+    the switch (wal-fetch restores both, so both close gaps)."""
+    from walship.walecompat.wal import WALE_WAL_PREFIX
+    for info in store.list(WAL_PREFIX):
+        yield wal_name_of_key(info.key), info.mtime
+    for info in store.list(WALE_WAL_PREFIX):
+        yield info.key[len(WALE_WAL_PREFIX):].removesuffix(".lzo"), info.mtime
+
+
 def load(store, segment_size: int | None = None) -> WalArchive:
     """List the repository's WAL. segment_size: the server's, when known (else inferred, 16 MiB)."""
-    names: list[str] = []
+    names: set[str] = set()
     newest_mtime = None
-    for info in store.list(WAL_PREFIX):
-        name = wal_name_of_key(info.key)
+    for name, mtime in _archived_segments(store):
         if not is_segment(name):
             continue   # .history, .backup, .partial: not part of the segment sequence
-        names.append(name)
-        newest_mtime = info.mtime if newest_mtime is None else max(newest_mtime, info.mtime)
-    size = segment_size or infer_segment_size(names)
+        names.add(name)
+        newest_mtime = mtime if newest_mtime is None else max(newest_mtime, mtime)
+    size = segment_size or infer_segment_size(sorted(names))
     archive = WalArchive(size, newest_mtime=newest_mtime)
     for name in names:
         seg = Segment.parse(name, size)
