@@ -212,7 +212,7 @@ def test_wal_push_results_arrive_in_icinga_rate_limited_and_failures_at_once(ici
     finally:
         proxy.close()
     assert c.sql("SELECT failed_count > 0 FROM pg_stat_archiver")[0][0]
-    assert f'walship_last_archived_info{{segment="' in metrics_file.read_text()
+    assert 'walship_last_archived_info{segment="' in metrics_file.read_text()
 
 
 def test_missing_archive_result_turns_the_service_stale(icinga, scratch):

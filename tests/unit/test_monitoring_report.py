@@ -5,9 +5,9 @@ import pytest
 from walship.archive.push import PushResult
 from walship.backup.catalog import BackupInfo
 from walship.config import Settings
+from walship.errors import StoreError
 from walship.monitoring import icinga, metrics, report
 from walship.monitoring.hooks import archive_result, backup_result
-from walship.errors import StoreError
 
 SEG = "000000010000000000000003"
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from walship.monitoring.plugin import (CRITICAL, OK, UNKNOWN, WARNING, CheckResult, Perf, format_age,
-                                       format_bytes, worst)
+from walship.monitoring.plugin import CRITICAL, OK, UNKNOWN, WARNING, CheckResult, Perf, format_age, format_bytes, worst
 
 
 def _utc(ts: float) -> str:
@@ -60,16 +59,18 @@ def check_archive(facts, archive, gaps, since: str | None, repo_error: str | Non
             return CheckResult(OK, f"standby with archive_mode={facts.archive_mode}: the primary archives")
         problems.append((CRITICAL, "archive_mode is off: no WAL is archived"))
     if facts.failing:
-        problems.append((CRITICAL, f"archive_command failing: last failure {format_age(now - facts.last_failed_time)} "
-                                   f"ago on {facts.last_failed_wal} ({_count(facts.failed_count, 'failure')} since stats reset)"))
+        since_failure = format_age(now - facts.last_failed_time)
+        failures = _count(facts.failed_count, "failure")
+        problems.append((CRITICAL, f"archive_command failing: last failure {since_failure} ago on "
+                                   f"{facts.last_failed_wal} ({failures} since stats reset)"))
     backlog = facts.ready_count
     backlog_state = (CRITICAL if backlog >= limits.backlog_critical
                      else WARNING if backlog >= limits.backlog_warning else OK)
     if backlog_state != OK or (facts.failing and backlog):
         oldest = (f", oldest waiting {format_age(facts.oldest_ready_age_s)}"
                   if facts.oldest_ready_age_s is not None else "")
-        problems.append((CRITICAL if facts.failing else backlog_state, f"{backlog} WAL files waiting to be archived{oldest}, "
-                                        f"pg_wal {format_bytes(facts.wal_size)}"))
+        problems.append((CRITICAL if facts.failing else backlog_state,
+                         f"{backlog} WAL files waiting to be archived{oldest}, pg_wal {format_bytes(facts.wal_size)}"))
     if gaps:
         missing = sum(g.count for g in gaps)
         origin = f"since {since}" if since else "in the archive"
