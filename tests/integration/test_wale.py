@@ -237,20 +237,24 @@ def test_wale_history_files_are_served_too(wale_bin, scratch):
     assert (scratch / "fetched.history").read_bytes() == history.read_bytes()
 
 
-def _gpg_home_with_key(scratch: Path, env: dict) -> Path:
+@pytest.fixture
+def gpg_home_with_key(scratch):
+    """A keyring (of the postgres user) holding a passphrase-less key, like a WAL-E host's."""
     home = pg.make_dir(scratch, "gnupg-with-key")
     r = pg.run_as_postgres(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "wal-e@example.invalid",
-                            "default", "default", "never"], env={**env, "GNUPGHOME": str(home)},
+                            "default", "default", "never"], env=pg.server_env({"GNUPGHOME": str(home)}),
                            check=False, timeout=120)
     assert r.returncode == 0, r.stderr
-    return home
+    yield home
+    pg.run_as_postgres(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
 
 
-def test_gpg_encrypted_wale_segment_needs_the_key_and_the_message_names_the_object(wale_bin, scratch):
+def test_gpg_encrypted_wale_segment_needs_the_key_and_the_message_names_the_object(wale_bin, scratch,
+                                                                                  gpg_home_with_key):
     repo = pg.make_dir(scratch, "repo", 0o755)
     without_key = pg.make_dir(scratch, "gnupg-empty")
     base_env = pg.server_env(wale.file_env(repo))
-    with_key = _gpg_home_with_key(scratch, base_env)
+    with_key = gpg_home_with_key
     pushed_env = {**base_env, "GNUPGHOME": str(with_key), "WALE_GPG_KEY_ID": "wal-e@example.invalid"}
     name = _push_fake_segment(wale_bin, scratch, pushed_env)
     stored = (repo / "wal_005" / f"{name}.lzo").read_bytes()
@@ -268,13 +272,13 @@ def test_gpg_encrypted_wale_segment_needs_the_key_and_the_message_names_the_obje
     assert not (scratch / "nokey").exists()
 
 
-def test_gpg_encrypted_wale_base_backup_restores_with_the_key_only(wale_bin, scratch, cluster_factory):
+def test_gpg_encrypted_wale_base_backup_restores_with_the_key_only(wale_bin, scratch, cluster_factory,
+                                                                   gpg_home_with_key):
     require_version(15)
     repo = pg.make_dir(scratch, "repo", 0o755)
     c = cluster_factory(15, env=wale.file_env(repo))
     c.initdb()
-    with_key = _gpg_home_with_key(scratch, c.env)
-    env = _tool_env(c, {"GNUPGHOME": str(with_key), "WALE_GPG_KEY_ID": "wal-e@example.invalid"})
+    env = _tool_env(c, {"GNUPGHOME": str(gpg_home_with_key), "WALE_GPG_KEY_ID": "wal-e@example.invalid"})
     _wale(wale_bin, ["backup-push", "--while-offline", str(c.datadir)], env)
     [part] = list(repo.glob("basebackups_005/base_*/tar_partitions/part_*.tar.lzo"))
     assert not part.read_bytes().startswith(b"\x89LZO"), "WAL-E did not encrypt the partition"
