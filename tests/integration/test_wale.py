@@ -194,6 +194,51 @@ def test_walship_restores_a_hot_wale_backup_from_its_backup_label(wale_bin, scra
     assert (dest / "backup_label.old").exists() and not (dest / "backup_label").exists()
 
 
+def test_retention_keeps_wale_objects_unless_told_and_then_expires_them(wale_bin, scratch, cluster_factory):
+    require_version(15)
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    env = wale.file_env(repo)
+    c = cluster_factory(15, env={**env, "PATH": f"{PG15_BIN}:{pg.server_env()['PATH']}"})
+    c.initdb()
+    c.set_archiving(command=f"{wale_bin} wal-push %p")
+    c.start()
+    c.sql("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+    c.stop()
+    _wale(wale_bin, ["backup-push", "--while-offline", str(c.datadir)], _tool_env(c))
+    c.start()
+    c.wait_archived(_insert(c, 1, 5000))
+    c.configure(f"archive_command = '{pg.WALSHIP} wal-push %p'\n")
+    c.sql("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    c.wait_archived(_insert(c, 5001, 5000))
+    r = pg.walship(["backup-push", str(c.datadir)], _tool_env(c))
+    assert r.returncode == 0, r.stderr
+    c.wait_archived(_insert(c, 10001, 5000))
+
+    def left() -> list[str]:
+        return sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()
+                      and p.relative_to(repo).parts[0] in ("wal_005", "basebackups_005"))
+    wale_objects = left()
+
+    # walship's own spelling counts walship's backups only: nothing of WAL-E's goes
+    r = pg.walship(["delete", "--retain", "1"], _tool_env(c))
+    assert r.returncode == 0, r.stderr
+    assert left() == wale_objects
+    # WAL-E's spelling without --confirm is a dry run, as with WAL-E
+    r = pg.walship(["delete", "retain", "1"], _tool_env(c))
+    assert r.returncode == 0, r.stderr
+    assert "would delete backup base_" in r.stdout and left() == wale_objects
+    # with --confirm the WAL-E backup and WAL-E's WAL before the walship backup go
+    r = pg.walship(["delete", "--confirm", "retain", "1"], _tool_env(c))
+    assert r.returncode == 0, r.stderr
+    assert not any(k.startswith("basebackups_005/") for k in left())
+    listed = json.loads(pg.walship(["backup-list", "--json"], _tool_env(c)).stdout)
+    assert [b["source"] for b in listed] == ["walship"]
+    kept_wal = [k for k in left() if k.startswith("wal_005/") and not k.endswith(".history.lzo")]
+    assert all(k[len("wal_005/") + 8:len("wal_005/") + 24] >= listed[0]["start_wal"][8:] for k in kept_wal)
+    assert len(left()) < len(wale_objects)
+
+
 def test_corrupt_and_truncated_wale_segments_fail_naming_the_object(wale_bin, scratch):
     repo = pg.make_dir(scratch, "repo", 0o755)
     env = pg.server_env(wale.file_env(repo))
