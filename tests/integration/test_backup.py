@@ -233,3 +233,26 @@ def test_expected_failures_are_one_line_errors(scratch):
     (full / "global").mkdir()
     _one_line_error(pg.walship(["backup-push", str(full)], {**env, "PGHOST": str(scratch), "PGPORT": "1"}),
                     "cannot connect to PostgreSQL")
+
+
+def test_a_tablespace_is_restored_where_the_operator_asks(cluster_factory, scratch):
+    require_version(16)
+    repo_env = _file_repo(scratch)
+    primary = _primary(cluster_factory, 16, repo_env)
+    location = pg.make_dir(scratch, "ts")
+    primary.sql(f"CREATE TABLESPACE ts LOCATION '{location}'")
+    primary.sql("CREATE TABLE far (id int) TABLESPACE ts")
+    primary.sql("INSERT INTO far SELECT generate_series(1, 1000)")
+    oid = str(primary.scalar("SELECT oid FROM pg_tablespace WHERE spcname = 'ts'"))
+    _backup_push(primary)
+    primary.sql("INSERT INTO far SELECT generate_series(1001, 2000)")
+    primary.wait_archived(primary.switch_wal())
+    primary.stop()
+
+    moved = scratch / "ts_restored"
+    restored = _restore(16, cluster_factory, "restored", repo_env, "LATEST", "--tablespace", f"{oid}={moved}")
+    assert restored.scalar("SELECT count(*) FROM far") == 2000
+    assert (restored.datadir / "pg_tblspc" / oid).resolve() == moved
+    assert restored.scalar("SELECT pg_tablespace_location(%s::oid)", (oid,)) == str(moved)
+    relation = restored.scalar("SELECT pg_relation_filepath('far')")
+    assert (moved / relation.split("/", 2)[2]).exists()

@@ -20,7 +20,13 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--detail", action="store_true", help=argparse.SUPPRESS)
 
-    p = sub.add_parser("backup-fetch", parents=[common], help="restore a base backup for point-in-time recovery")
+    p = sub.add_parser(
+        "backup-fetch", parents=[common], help="restore a base backup for point-in-time recovery",
+        description="Restores a backup into DEST (absent or empty) and writes recovery.signal and, in "
+                    "postgresql.auto.conf, a restore_command calling this walship with --repo (and --config "
+                    "when a config file was used) plus the recovery target. It never writes credentials "
+                    "there: the server must find them in its own environment (AWS_* variables, instance "
+                    "profile) or in the 0600 config file, as for archive_command.")
     p.add_argument("dest")
     p.add_argument("name", help="backup name or LATEST")
     p.add_argument("--target-time")

@@ -64,8 +64,13 @@ def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progr
                                      f"{objects.part_key(name, number)} in {store.url}", bar)
 
         with ThreadPoolExecutor(max_workers=settings.backup_concurrency, thread_name_prefix="restore-part") as pool:
-            for future in [pool.submit(extract, n) for n in range(marker.parts)]:
-                future.result()
+            futures = [pool.submit(extract, n) for n in range(marker.parts)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                pool.shutdown(cancel_futures=True)     # a failed part fails the restore: start no other
+                raise
         _rewrite_tablespace_map(dest, links)
         destination.finish()
         bar.close()

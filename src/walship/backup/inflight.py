@@ -40,12 +40,14 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, name="backup-heartbeat", daemon=True)
 
     def start(self) -> None:
-        self.store.put(objects.in_progress_key(self.name), self.doc)
+        """Announce the backup; ObjectExists when a backup of the same name already did."""
+        self.store.put(objects.in_progress_key(self.name), self.doc, if_absent=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):

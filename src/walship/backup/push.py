@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from functools import partial
 from typing import Iterable, Iterator
 
 from walship import codec, logs
@@ -56,10 +57,9 @@ def backup_push(pgdata: str, settings, store, conninfo: str | None = None,
     with connect(conninfo, application_name="walship backup-push") as conn:
         facts = backup_api.server_facts(conn)
         _check_same_cluster(pgdata, facts)
-        estimate = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0] or 0
-        start = backup_api.start_backup(conn, facts.version, f"walship {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(started))}")
+        start = backup_api.start_backup(conn, facts.version, f"walship {_utc(started, '%Y-%m-%dT%H:%M:%SZ')}")
         start_wal = walnames.segment_name_of(walnames.parse_lsn(start.lsn), facts.timeline, facts.wal_segment_size)
-        name = f"base_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(started))}_{start_wal}"
+        name = f"base_{_utc(started, '%Y%m%dT%H%M%SZ')}_{start_wal}"
         heartbeat = inflight.Heartbeat(store, name)
         try:
             heartbeat.start()
@@ -67,35 +67,45 @@ def backup_push(pgdata: str, settings, store, conninfo: str | None = None,
             raise WalshipError(f"another backup named {name} is being taken", "wait for it to finish") from None
         try:
             inflight.remove_leftovers(store, time.time(), keep=name)
-            bar = progress.make(progress_mode, f"backup {name}", estimate)
-            uploader = _Uploader(store, name, settings, bar)
-            tablespaces = walk.tablespaces(pgdata)
-            parts = uploader.upload_all(tarstream.plan_parts(walk.walk(pgdata), settings.backup_part_size,
-                                                             MAX_MEMBERS))
-            stop = backup_api.stop_backup(conn, facts.version)
-            uploader.upload_labels(parts, stop)
-            bar.close()
-            start_lsn, start_wal = backup_api.label_start(stop.backup_label)
-            stop_wal = walnames.segment_name_of(walnames.parse_lsn(stop.lsn) - 1, facts.timeline,
-                                                facts.wal_segment_size)
-            _wait_archived(store, stop_wal)
-            stopped = time.time()
-            info = BackupInfo(name=name, start_time=started, stop_time=stopped, start_lsn=start_lsn,
-                              stop_lsn=stop.lsn, timeline=facts.timeline, start_wal=start_wal, stop_wal=stop_wal,
-                              pg_version=facts.version, system_identifier=facts.system_identifier,
-                              size=uploader.stats.size, stored_size=uploader.stats.stored,
-                              duration_s=round(stopped - started, 3))
-            marker = Marker(info, parts + 1, uploader.stats.files, settings.compression,
-                            {t.oid: t.location for t in tablespaces})
-            store.put(objects.marker_key(name), marker.to_json())
+            info = _take(conn, facts, pgdata, name, started, settings, store, progress_mode)
         except BaseException:
-            heartbeat.stop()
+            heartbeat.stop()                 # first: a last beat must not re-announce what is removed
             _remove_unfinished(store, name)
             raise
         heartbeat.stop()
     logs.info("backup_pushed", f"backup {name} complete", backup=name, bytes=info.size,
               stored_bytes=info.stored_size, duration_s=info.duration_s)
     return info
+
+
+def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: float, settings, store,
+          progress_mode: str) -> BackupInfo:
+    """Copy the files, stop the backup, and mark it complete once its last WAL segment is archived."""
+    estimate = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0] or 0
+    bar = progress.make(progress_mode, f"backup {name}", estimate)
+    uploader = _Uploader(store, name, settings, bar)
+    tablespaces = walk.tablespaces(pgdata)
+    parts = uploader.upload_all(tarstream.plan_parts(walk.walk(pgdata), settings.backup_part_size, MAX_MEMBERS))
+    stop = backup_api.stop_backup(conn, facts.version)
+    uploader.upload_labels(parts, stop)
+    bar.close()
+    start_lsn, start_wal = backup_api.label_start(stop.backup_label)
+    # pg_backup_stop waits for the segment holding the last byte before the stop point (not the stop point's)
+    stop_wal = walnames.segment_name_of(walnames.parse_lsn(stop.lsn) - 1, facts.timeline, facts.wal_segment_size)
+    _wait_archived(store, stop_wal)
+    stopped = time.time()
+    info = BackupInfo(name=name, start_time=started, stop_time=stopped, start_lsn=start_lsn, stop_lsn=stop.lsn,
+                      timeline=facts.timeline, start_wal=start_wal, stop_wal=stop_wal, pg_version=facts.version,
+                      system_identifier=facts.system_identifier, size=uploader.stats.size,
+                      stored_size=uploader.stats.stored, duration_s=round(stopped - started, 3))
+    marker = Marker(info, parts + 1, uploader.stats.files, settings.compression,
+                    {t.oid: t.location for t in tablespaces})
+    store.put(objects.marker_key(name), marker.to_json())
+    return info
+
+
+def _utc(epoch: float, fmt: str) -> str:
+    return time.strftime(fmt, time.gmtime(epoch))
 
 
 def _check_same_cluster(pgdata: str, facts: backup_api.ServerFacts) -> None:
@@ -148,8 +158,7 @@ class _Uploader:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
                             future.result()
-                    pending.add(pool.submit(self._upload, number, lambda record, plan=plan:
-                                            tarstream.tar_chunks(plan, record)))
+                    pending.add(pool.submit(self._upload, number, partial(tarstream.tar_chunks, plan)))
                     count = number + 1
                 for future in pending:
                     future.result()

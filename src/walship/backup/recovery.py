@@ -79,10 +79,14 @@ def write(dest: str, backup_name: str, command: str, target: Target) -> None:
         fh.write("\n".join(lines) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    signal = os.path.join(dest, "recovery.signal")
-    fd = os.open(signal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(os.path.join(dest, "recovery.signal"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fsync(fd)
     os.close(fd)
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _quote(value: str) -> str:
