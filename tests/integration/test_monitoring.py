@@ -266,15 +266,20 @@ def test_shipped_icinga_config_loads_and_applies_both_services(icinga):
     assert api.service("pg-contrib", BACKUP)["check_interval"] == 26 * 3600
 
 
-def test_unknown_icinga_service_is_a_warning_and_the_archive_still_succeeds(icinga, scratch):
+@pytest.mark.parametrize("change,warning", [
+    ({"WALSHIP_ICINGA_HOST": "no-such-host"},
+     "Icinga has no service 'PostgreSQL WAL archiving to S3' on host 'no-such-host'; define it"),
+    ({"WALSHIP_ICINGA_PASSWORD": "wrong"}, "refused user 'test' (HTTP 401)"),
+    ({"WALSHIP_ICINGA_CA": ""}, "TLS certificate not trusted"),
+], ids=["unknown-host", "bad-password", "untrusted-ca"])
+def test_a_failure_to_report_is_a_warning_and_the_archive_still_succeeds(icinga, scratch, change, warning):
     name = "000000010000000000000001"
     wal = fake_wal_dir(scratch, [name])
     repo = pg.make_dir(scratch, "repo", 0o755)
-    env = pg.server_env({"WALSHIP_REPO": f"file://{repo}", **icinga_env(icinga, "no-such-host")})
+    env = pg.server_env({"WALSHIP_REPO": f"file://{repo}", **icinga_env(icinga, "pg-archive"), **change})
     r = pg.walship(["wal-push", str(wal / name)], env)
     assert r.returncode == 0, r.stderr
-    assert ("WARNING: could not report to icinga: Icinga has no service 'PostgreSQL WAL archiving to S3' "
-            "on host 'no-such-host'") in r.stderr
+    assert "walship wal-push: WARNING: could not report to icinga: " in r.stderr and warning in r.stderr, r.stderr
     assert (repo / "wal" / name).exists()
 
 

@@ -56,8 +56,7 @@ def archive_result(ok: bool, name: str, results, error, backlog: int | None) -> 
         perf.append(Perf("backlog", backlog))
     waiting = f"; {backlog} WAL files waiting (.ready)" if backlog else ""
     if not ok:
-        message = error.one_line() if hasattr(error, "one_line") else str(error)
-        return CheckResult(CRITICAL, f"wal-push {name} failed: {message}{waiting}", perf)
+        return CheckResult(CRITICAL, f"wal-push {name} failed: {_one_line(error)}{waiting}", perf)
     if not results:
         return CheckResult(OK, f"{name} archived (by an earlier call){waiting}", perf)
     more = f" and {len(results) - 1} more" if len(results) > 1 else ""
@@ -139,9 +138,8 @@ def backup_result(ok: bool, backup, error, duration_s: float | None) -> CheckRes
     duration = duration_s if duration_s is not None else getattr(backup, "duration_s", None)
     perf = [Perf("duration", round(duration or 0, 3), "s")]
     if not ok:
-        message = error.one_line() if hasattr(error, "one_line") else str(error)
         after = f" after {format_age(duration)}" if duration else ""
-        return CheckResult(CRITICAL, f"base backup failed{after}: {message}", perf)
+        return CheckResult(CRITICAL, f"base backup failed{after}: {_one_line(error)}", perf)
     perf += [Perf("size", backup.size, "B"), Perf("stored", backup.stored_size, "B")]
     return CheckResult(OK, f"base backup {backup.name} pushed: {format_bytes(backup.size)} "
                            f"(stored {format_bytes(backup.stored_size)}) in {format_age(duration or 0)}", perf)
@@ -160,6 +158,12 @@ def _backup_metrics(path: str, ok: bool, backup, duration_s: float | None) -> No
     else:
         metrics.update(path, {"walship_last_backup_failure_timestamp_seconds": round(time.time(), 3)},
                        increment=("walship_backup_failures_total",))
+
+
+def _one_line(error) -> str:
+    if hasattr(error, "one_line"):
+        return error.one_line()
+    return str(error) or type(error).__name__   # KeyboardInterrupt has no text
 
 
 # --- channels ------------------------------------------------------------------------
