@@ -51,6 +51,11 @@ def _wale(wale_bin: str, args: list[str], env: dict) -> subprocess.CompletedProc
     return r
 
 
+def _redo_segment(c: pg.Cluster) -> str:
+    out = pg.run_as_postgres([str(c.bin / "pg_controldata"), str(c.datadir)], env=c.env).stdout
+    return re.search(r"Latest checkpoint's REDO WAL file:\s+(\S+)", out)[1]
+
+
 def _insert(c: pg.Cluster, first: int, count: int) -> str:
     c.sql("INSERT INTO t SELECT g, repeat('w', 300) FROM generate_series(%s::int, %s::int) g",
           (first, first + count - 1))
@@ -92,6 +97,7 @@ def test_walship_restores_a_wale_backup_and_replays_wale_then_walship_wal(wale_b
     # the morning job: WAL-E's base backup (of the stopped cluster: the only kind it can take on PG 15)
     c.stop()
     _wale(wale_bin, ["backup-push", "--while-offline", str(c.datadir)], _tool_env(c))
+    redo_segment = _redo_segment(c)
     c.start()
     c.wait_archived(_insert(c, 5001, 5000))             # archived by WAL-E after its backup
 
@@ -115,6 +121,7 @@ def test_walship_restores_a_wale_backup_and_replays_wale_then_walship_wal(wale_b
     wale_list = _wale(wale_bin, ["backup-list"], _tool_env(c)).stdout.splitlines()
     assert backups[0]["name"] == wale_list[1].split("\t")[0]   # the name WAL-E itself lists
     assert backups[0]["pg_version"] // 10000 == 15
+    assert backups[0]["start_wal"] == redo_segment      # not the segment WAL-E's offline name claims
 
     dest = pg.make_dir(scratch, "restored")
     r = pg.walship(["backup-fetch", str(dest), "LATEST", "--target-time", target, "--target-action", "promote"],

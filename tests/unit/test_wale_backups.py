@@ -70,13 +70,27 @@ def store(tmp_path):
 
 def test_start_point_of_a_hot_backup_name_is_exact():
     start = backups.start_point(HOT)
-    assert (start.wal, start.lsn, start.exact) == ("000000010000000200000034", "2/34000028", True)
+    assert (start.candidates, start.lsn) == (("000000010000000200000034",), "2/34000028")
 
 
-def test_start_point_of_an_offline_name_is_a_safe_lower_bound():
-    # WAL-E named REDO 0/1500718 segment 0x15; the real one is 0x01: keep from the log's first segment
+def test_an_offline_name_leaves_three_possible_start_segments():
+    # REDO 0/1500718 was named 15: the real segment is 15 (8-digit offset), 01 (7 digits) or 00 (fewer)
     start = backups.start_point(OFFLINE)
-    assert (start.wal, start.lsn, start.exact) == ("000000010000000000000000", "0/0", False)
+    assert start.candidates == ("000000010000000000000000", "000000010000000000000001", "000000010000000000000015")
+    assert start.lsn is None
+    assert backups.start_point("base_000000010000000000000005_00000005").candidates == ("000000010000000000000000",)
+
+
+def test_an_offline_backup_starts_at_its_lowest_archived_candidate(store):
+    write_backup(store, OFFLINE, datadir())
+    [backup] = backups.list_backups(store)
+    assert backup.start_wal == "000000010000000000000000"       # nothing archived: the lowest, to be safe
+    store.put("wal_005/000000010000000000000015.lzo", lzop_c(b"x"))
+    assert backups.list_backups(store)[0].start_wal == "000000010000000000000015"
+    store.put("wal/000000010000000000000001", b"walship's copy")
+    [backup] = backups.list_backups(store)
+    assert (backup.start_wal, backup.stop_wal, backup.start_lsn) == \
+        ("000000010000000000000001", "000000010000000000000001", "0/1000000")
 
 
 def test_pg_version_numbers():

@@ -13,11 +13,13 @@ module has to undo:
 - a hot backup's offset is `lpad(file_offset::text, 8, '0')`: decimal;
 - `backup-push --while-offline` (the only kind WAL-E can take on PostgreSQL 15+)
   derives both the segment and the offset from the first two characters of
-  the unpadded REDO offset, so `0/3000028` is named `..._00000030_00000030`:
-  the real segment is the named one, or its first digit, or 0. Such names are
-  recognised (the segment's last 8 digits equal the offset field) and their
-  start is taken as the first segment of that log, which is never later than
-  the real one, so retention keeps every WAL file the backup needs.
+  the unpadded REDO offset, so REDO `0/1500718` is named `..._00000015_00000015`
+  while its segment is 01. Such names are recognised (the segment's last 8
+  digits equal the offset field). The real segment is one of three: the named
+  one (an 8-digit offset), its first digit (7 digits), or 0 (fewer). The
+  lowest of them that is archived is taken as the start: never later than the
+  real one while that one is archived, so retention keeps every WAL file the
+  backup needs, and the archive's gap checks start where replay does.
 
 A restore does not rely on the name either way: a hot backup carries its
 backup_label, an offline one its pg_control; PostgreSQL finds the start there.
@@ -36,8 +38,10 @@ from typing import Iterator
 from walship import logs
 from walship.backup.catalog import BackupInfo
 from walship.errors import ConfigError, IntegrityError, WalshipError
+from walship.layout import wal_key
 from walship.storage import ObjectInfo, ObjectNotFound, Store
 from walship.walecompat import filters, objects, untar
+from walship.walecompat.wal import wal_key as wale_wal_key
 
 PREFIX = "basebackups_005/"
 NAME_RE = re.compile(r"^base_(?P<segment>[0-9A-F]{24})_(?P<offset>[0-9A-F]{8})$")
@@ -54,9 +58,8 @@ class BackupNotFound(WalshipError):
 
 @dataclass(frozen=True)
 class StartPoint:
-    wal: str          # first segment the backup needs (a lower bound for offline names)
-    lsn: str
-    exact: bool
+    candidates: tuple[str, ...]   # the segment replay starts in: one for a hot backup, lowest first
+    lsn: str | None               # the exact start LSN, known for hot backups only
 
 
 def is_wale_name(name: str) -> bool:
@@ -69,13 +72,27 @@ def start_point(name: str) -> StartPoint:
     if m is None:
         raise BackupNotFound(f"{name!r} is not a WAL-E backup name (base_<segment>_<offset>)")
     segment, offset = m["segment"], m["offset"]
-    timeline, log, seg = segment[:8], int(segment[8:16], 16), int(segment[16:], 16)
+    prefix, seg = segment[:16], int(segment[16:], 16)
     if segment[16:] == offset:                # WAL-E's --while-offline naming
-        return StartPoint(wal=f"{timeline}{log:08X}00000000", lsn=f"{log:X}/0", exact=False)
+        numbers = sorted({0, seg >> 4, seg}) if seg >= 0x10 else [0]
+        return StartPoint(tuple(f"{prefix}{n:08X}" for n in numbers), None)
     if not offset.isdigit():
         raise BackupNotFound(f"{name!r} has an offset that WAL-E never writes")
-    low = seg * WALE_SEGMENT_SIZE + int(offset, 10)
-    return StartPoint(wal=segment, lsn=f"{log:X}/{low:X}", exact=True)
+    return StartPoint((segment,), _lsn(segment, int(offset, 10)))
+
+
+def _lsn(segment: str, offset: int) -> str:
+    log, seg = int(segment[8:16], 16), int(segment[16:24], 16)
+    return f"{log:X}/{seg * WALE_SEGMENT_SIZE + offset:X}"
+
+
+def _resolve(store: Store, start: StartPoint) -> str:
+    """The start segment: the lowest candidate that is archived (by WAL-E or walship), else the lowest."""
+    if len(start.candidates) > 1:
+        for segment in start.candidates:
+            if store.head(wale_wal_key(segment)) is not None or store.head(wal_key(segment)) is not None:
+                return segment
+    return start.candidates[0]
 
 
 def pg_version_number(text: str) -> int:
@@ -138,18 +155,20 @@ def _describe(store: Store, name: str, sentinel: ObjectInfo, size: int,
     except (ValueError, KeyError, TypeError):
         raise IntegrityError(f"WAL-E sentinel {key} in {store.url} is corrupt (not the JSON WAL-E writes)") from None
     start = start_point(name)
+    start_wal = _resolve(store, start)
     pg_version = 0
     if version_file is not None:
         pg_version = pg_version_number(store.get(version_file.key).decode(errors="replace"))
-    stop_lsn = start.lsn
-    if start.exact and stop_offset.isdigit() and re.fullmatch(r"[0-9A-F]{24}", stop_wal):
-        log, seg = int(stop_wal[8:16], 16), int(stop_wal[16:], 16)
-        stop_lsn = f"{log:X}/{seg * WALE_SEGMENT_SIZE + int(stop_offset, 10):X}"
+    if start.lsn is not None and stop_offset.isdigit() and re.fullmatch(r"[0-9A-F]{24}", stop_wal):
+        start_lsn, stop_lsn = start.lsn, _lsn(stop_wal, int(stop_offset, 10))
+    else:                                     # offline: the shutdown checkpoint, in the start segment
+        start_lsn = stop_lsn = _lsn(start_wal, 0)
+        stop_wal = start_wal
     started = version_file.mtime if version_file is not None else sentinel.mtime
     return BackupInfo(
         name=name, start_time=started, stop_time=sentinel.mtime,
-        start_lsn=start.lsn, stop_lsn=stop_lsn, timeline=int(name[5:13], 16),
-        start_wal=start.wal, stop_wal=stop_wal, pg_version=pg_version,
+        start_lsn=start_lsn, stop_lsn=stop_lsn, timeline=int(name[5:13], 16),
+        start_wal=start_wal, stop_wal=stop_wal, pg_version=pg_version,
         system_identifier="",                 # WAL-E never recorded it
         size=expanded, stored_size=size + sentinel.size,
         duration_s=max(0.0, round(sentinel.mtime - started, 3)), source="wal-e")

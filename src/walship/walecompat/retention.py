@@ -10,8 +10,9 @@ files are always kept, as WAL-E kept them.
 
 Without --include-wal-e nothing here runs and no WAL-E object is deleted, so
 `delete` can never remove what a kept WAL-E backup needs. The start of a WAL-E
-backup taken `--while-offline` is a lower bound (see backups.start_point), so
-the boundary only ever keeps more WAL, never less.
+backup taken `--while-offline` is the lowest archived segment its name allows
+(see the backups module): never later than the real one, so the boundary only
+ever keeps more WAL, never less.
 """
 
 from __future__ import annotations
