@@ -187,6 +187,9 @@ def test_a_missing_partition_is_noticed(store, tmp_path):
     store.delete([f"basebackups_005/{HOT}/tar_partitions/part_00000001.tar.lzo"])
     with pytest.raises(IntegrityError, match=r"missing tar partitions \(found \[0, 2\]\)"):
         backups.restore(store, HOT, str(tmp_path / "restore"), Settings())
+    store.delete([f"basebackups_005/{HOT}/tar_partitions/part_0000000{n}.tar.lzo" for n in (0, 2)])
+    with pytest.raises(IntegrityError, match="has a stop sentinel but no tar partitions"):
+        backups.restore(store, HOT, str(tmp_path / "restore"), Settings())
 
 
 def test_tablespaces_go_back_to_their_location_or_where_the_restore_spec_says(store, tmp_path):

@@ -183,6 +183,8 @@ def partitions(store: Store, name: str) -> list[str]:
         if m:
             numbered.append((int(m["number"]), obj.key))
     numbered.sort()
+    if not numbered:
+        raise IntegrityError(f"WAL-E backup {name} in {store.url} has a stop sentinel but no tar partitions")
     if [n for n, _ in numbered] != list(range(len(numbered))):
         raise IntegrityError(f"WAL-E backup {name} in {store.url} is missing tar partitions "
                              f"(found {[n for n, _ in numbered]})")
