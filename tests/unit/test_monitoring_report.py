@@ -60,14 +60,21 @@ def test_failure_is_reported_every_time_and_the_recovery_at_once(tmp_path, wal_d
                           "3 WAL files waiting (.ready)")
 
 
-def test_failure_to_report_is_a_warning_not_an_error(tmp_path, wal_dir, capsys):
+def test_failure_to_report_is_a_warning_and_retried_a_minute_later(tmp_path, wal_dir, capsys, monkeypatch):
     from walship import logs
-    s = Settings(icinga_url="https://127.0.0.1:9", icinga_archive_ok_interval=0)
+    s = Settings(icinga_url="https://127.0.0.1:9", icinga_archive_ok_interval=300)
     logs.setup("wal-push", s)
     archive_result(s, ok=True, results=pushed(SEG), segment=str(wal_dir / SEG))
     err = capsys.readouterr().err
     assert "WARNING: could not report to icinga: cannot reach Icinga at https://127.0.0.1:9" in err
-    assert not (wal_dir / "walship_spool" / "last_ok_report").exists()   # so the next call tries again
+    # the next wal-push does not wait for the unreachable Icinga again ...
+    archive_result(s, ok=True, results=pushed(SEG), segment=str(wal_dir / SEG))
+    assert capsys.readouterr().err == ""
+    # ... but one a minute later does
+    now = report.time.time()
+    monkeypatch.setattr(report.time, "time", lambda: now + 61)
+    archive_result(s, ok=True, results=pushed(SEG), segment=str(wal_dir / SEG))
+    assert "could not report to icinga" in capsys.readouterr().err
 
 
 def test_metrics_file_keeps_both_commands_gauges(tmp_path, wal_dir, sent):

@@ -5,7 +5,9 @@ per `icinga_archive_ok_interval`, which keeps the service fresh without one
 Icinga result per WAL segment. The time of the last reported success is the
 mtime of a small file in the spool directory (next to pg_wal, like the spool's
 markers); a failure removes it, so the recovery after a failure is reported at
-once. Losing the file costs one extra OK result, nothing else.
+once. Losing the file costs one extra OK result, nothing else. When no channel
+took a success, the next one is tried a minute later, not by every wal-push:
+an unreachable Icinga must not add its timeout to each segment.
 
 Reporting never changes the outcome of the archive or the backup: every channel
 that fails is logged as a warning and the others still run.
@@ -21,6 +23,7 @@ from walship.archive import spool
 from walship.monitoring.plugin import CRITICAL, OK, CheckResult, Perf, format_age, format_bytes
 
 LAST_OK_REPORT = "last_ok_report"
+RETRY_UNSENT_OK_S = 60.0
 
 
 # --- WAL archiving -------------------------------------------------------------------
@@ -45,6 +48,10 @@ def archive(settings, ok: bool, results, error=None, segment: str | None = None)
             _forget_ok(marker)
         elif sent:
             _remember_ok(marker)
+        else:
+            # Icinga unreachable: do not make every following wal-push wait for its timeout
+            # (that would slow archiving down); try again in a minute.
+            _remember_ok(marker, backdate_s=max(0.0, settings.icinga_archive_ok_interval - RETRY_UNSENT_OK_S))
 
 
 def archive_result(ok: bool, name: str, results, error, backlog: int | None) -> CheckResult:
@@ -106,11 +113,14 @@ def _reported_within(marker: str, interval_s: float) -> bool:
         return False
 
 
-def _remember_ok(marker: str) -> None:
+def _remember_ok(marker: str, backdate_s: float = 0.0) -> None:
+    """Start the interval now (backdated: it ends sooner)."""
+    when = time.time() - backdate_s
     try:
         os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
         with open(marker, "w") as fh:
-            fh.write(f"{time.time():.3f}\n")
+            fh.write(f"{when:.3f}\n")
+        os.utime(marker, (when, when))
     except OSError as exc:
         logs.warning("report_state", f"cannot write {marker}: {exc.strerror}; the next success is reported again")
 
