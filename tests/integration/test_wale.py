@@ -227,6 +227,10 @@ def test_retention_keeps_wale_objects_unless_told_and_then_expires_them(wale_bin
                       and p.relative_to(repo).parts[0] in ("wal_005", "basebackups_005"))
     wale_objects = left()
 
+    both = json.loads(pg.walship(["backup-list", "--json"], _tool_env(c)).stdout)
+    assert [b["source"] for b in both] == ["wal-e", "walship"]         # side by side, oldest first
+    text = pg.walship(["backup-list"], _tool_env(c)).stdout
+    assert both[0]["name"] in text and both[1]["name"] in text
     # walship's own spelling counts walship's backups only: nothing of WAL-E's goes
     r = pg.walship(["delete", "--retain", "1"], _tool_env(c))
     assert r.returncode == 0, r.stderr
