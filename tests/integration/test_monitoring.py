@@ -450,5 +450,7 @@ def test_check_archive_reports_a_failing_archiver_and_the_growing_backlog(cluste
             assert "; repository: the connection to S3 at " in out   # the check cannot reach it either
             backlog.append(waiting)
         assert backlog[0] >= 2 and backlog[1] >= backlog[0] + 2
+        code, out = check(c, "check", "backup")
+        assert code == 3 and out.startswith("UNKNOWN: the connection to S3 at "), out
     finally:
         proxy.close()
