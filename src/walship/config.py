@@ -14,7 +14,6 @@ This module is on the archive_command fast path: it imports nothing heavy.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
 
 from walship.errors import ConfigError
 
@@ -26,8 +25,13 @@ SYSLOG_FACILITIES = ("user", "daemon", "local0", "local1", "local2", "local3", "
                      "local7")
 
 
-@dataclass
 class Settings:
+    """Every setting with its default; an instance holds the values in force.
+
+    A plain class rather than a dataclass: importing dataclasses (inspect, ast)
+    costs ~15-45 ms, paid by every archive_command call on the fast path.
+    """
+
     repo: str | None = None
     compression: str = "zstd"
     compression_level: int | None = None        # codec default when unset
@@ -91,27 +95,44 @@ class Settings:
     encryption_key_command: str | None = None
     gpg_key_id: str | None = None                # WALE_GPG_KEY_ID: WAL-E's key; its objects are decrypted with gpg
 
-    # where each value came from, for `walship config`
-    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    def __init__(self, **values: object):
+        self.sources: dict[str, str] = {}      # where each value came from, for `walship config`
+        for name, value in values.items():
+            if name not in _FIELDS:
+                raise TypeError(f"unknown setting {name!r}")
+            setattr(self, name, value)
+
+    def replace(self, **changes: object) -> "Settings":
+        copy = Settings(**{name: getattr(self, name) for name in _FIELDS}, **{})
+        for name, value in changes.items():
+            if name not in _FIELDS:
+                raise TypeError(f"unknown setting {name!r}")
+            setattr(copy, name, value)
+        copy.sources = dict(self.sources)
+        return copy
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and all(getattr(self, n) == getattr(other, n) for n in _FIELDS)
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.masked().items()) + ")"
 
     def masked(self) -> dict[str, object]:
         out: dict[str, object] = {}
-        for f in fields(self):
-            if f.name == "sources":
-                continue
-            value = getattr(self, f.name)
-            if f.name in SECRET_SETTINGS and value:
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if name in SECRET_SETTINGS and value:
                 value = "********"
-            out[f.name] = value
+            out[name] = value
         return out
 
 
-_FIELDS = {f.name: f for f in fields(Settings) if f.name != "sources"}
+# name -> annotation text ("str | None", "int", ...), in declaration order
+_FIELDS: dict[str, str] = {name: str(kind) for name, kind in Settings.__annotations__.items()}
 
 
 def _convert(name: str, raw: object, origin: str) -> object:
-    f = _FIELDS[name]
-    kind = str(f.type)
+    kind = _FIELDS[name]
     if raw is None:
         return None
     try:

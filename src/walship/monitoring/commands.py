@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from walship.errors import WalshipError
@@ -19,7 +18,7 @@ def run(command: str, args, settings, store_factory) -> int:
 
 def _bounded(settings, store_factory):
     """A plugin must answer within Icinga's check timeout (60 s by default): no long S3 retries."""
-    quick = dataclasses.replace(settings, s3_connect_timeout=min(settings.s3_connect_timeout, 5.0),
+    quick = settings.replace(s3_connect_timeout=min(settings.s3_connect_timeout, 5.0),
                                 s3_request_timeout=min(settings.s3_request_timeout, 20.0),
                                 s3_max_retries=min(settings.s3_max_retries, 2),
                                 s3_retry_timeout=min(settings.s3_retry_timeout, 15.0))
