@@ -106,6 +106,17 @@ def keyring_from_settings(settings) -> Keyring | None:
     return Keyring(_parse_keys(out.stdout, "the encryption key command"))
 
 
+def keyring_for_writing(settings) -> Keyring | None:
+    """The key ring new objects are sealed with; refuses to write in clear what WAL-E encrypted."""
+    keyring = keyring_from_settings(settings)
+    if keyring is None and getattr(settings, "gpg_key_id", None):
+        raise ConfigError("WALE_GPG_KEY_ID is set: WAL-E encrypted this archive, and walship would store new "
+                          "WAL and backups unencrypted",
+                          "set WALSHIP_ENCRYPTION_KEY_FILE to a key from `walship keygen` (or unset "
+                          "WALE_GPG_KEY_ID to accept an unencrypted archive)")
+    return keyring
+
+
 def encrypt(chunks: Iterable[bytes], key: bytes, associated: bytes) -> Iterator[bytes]:
     from nacl import bindings as b
     state = b.crypto_secretstream_xchacha20poly1305_state()

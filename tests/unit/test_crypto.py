@@ -79,3 +79,10 @@ def test_key_sources(tmp_path):
     with pytest.raises(ConfigError, match="not 32"):
         crypto.keyring_from_settings(Settings(encryption_key="c2hvcnQ="))
     assert crypto.keyring_from_settings(Settings()) is None
+
+
+def test_an_archive_wal_e_encrypted_is_never_continued_in_clear():
+    with pytest.raises(ConfigError, match="WALE_GPG_KEY_ID is set"):
+        crypto.keyring_for_writing(Settings(gpg_key_id="ABCD1234"))
+    both = Settings(gpg_key_id="ABCD1234", encryption_key=crypto.generate_key())
+    assert crypto.keyring_for_writing(both) is not None

@@ -117,8 +117,8 @@ def wal_push(wal_path: str, settings, store: Store) -> list[PushResult]:
     if not os.path.exists(wal_path):
         raise WalshipError(f"{wal_path} does not exist", "wal-push takes the path PostgreSQL passes as %p")
 
-    from walship.crypto import keyring_from_settings
-    keyring = keyring_from_settings(settings)
+    from walship.crypto import keyring_for_writing
+    keyring = keyring_for_writing(settings)
     extra = ready_files(wal_dir, name, settings.push_batch - 1, spool_directory)
     results: list[PushResult] = []
     with ThreadPoolExecutor(max_workers=min(settings.push_concurrency, 1 + len(extra))) as pool:
