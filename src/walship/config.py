@@ -63,7 +63,7 @@ class Settings:
 
     # base backups
     backup_concurrency: int = 2
-    backup_part_size: int = 512 * 1024 * 1024    # uncompressed bytes per tar part
+    backup_part_size: int = 128 * 1024 * 1024    # uncompressed bytes per tar part (the unit of parallelism)
     retain: int | None = None                    # backup-push --retain
 
     # logging

@@ -9,8 +9,13 @@ FIFOs are refused.
 
 Every member must be the next line of the part's manifest (same path and
 type); a file's size and SHA-256 are computed while it is written and must
-equal the manifest's. Files are fsynced as they are closed; directories by
-`Destination.finish` once every part is in.
+equal the manifest's.
+
+Durability: once every part is in, `Destination.finish` flushes the whole
+restore with one syncfs(2) per filesystem (what initdb and pg_basebackup do
+with --sync-method=syncfs): per-file fsync costs one journal commit per file,
+seconds for a thousand files on a virtual disk. Where syncfs is not available
+every file and directory is fsynced instead.
 """
 
 from __future__ import annotations
@@ -67,9 +72,8 @@ class Destination:
     def __init__(self, dest: str, tablespace_links: dict[str, str]):
         self.dest = dest
         self.tablespace_links = tablespace_links          # "pg_tblspc/<oid>" -> target made beforehand
-        self._dirs: set[str] = {dest}
+        self._dirs: set[str] = {dest}                      # made already: saves a makedirs per file
         self._lock = threading.Lock()
-        self.bytes = 0
 
     def extract_part(self, tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str,
                      progress=None) -> None:
@@ -125,21 +129,20 @@ class Destination:
                 if progress:
                     progress.advance(len(block))
             os.fchmod(fd, member.mode & 0o7777)
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.utime(path, (member.mtime, member.mtime))
         if size != expected.size or digest.hexdigest() != expected.sha256:
             raise IntegrityError(f"{what}: {name} does not match the manifest (size or SHA-256)",
                                  "the backup is corrupt; restore another one")
-        with self._lock:
-            self.bytes += size
 
     def _make_parents(self, name: str) -> None:
-        parent = os.path.dirname(name)
-        if parent and os.path.join(self.dest, parent) not in self._dirs:
-            # the parent's own member may be in a part another thread has not reached yet
-            self._mkdir(os.path.join(self.dest, parent), 0o700)
+        """The parent's own member may be in a part another thread has not reached: make it 0700 meanwhile."""
+        parent = os.path.dirname(os.path.join(self.dest, name))
+        if parent not in self._dirs:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            with self._lock:
+                self._dirs.add(parent)
 
     def _mkdir(self, path: str, mode: int) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -147,14 +150,48 @@ class Destination:
         with self._lock:
             self._dirs.add(path)
 
-    def finish(self) -> None:
-        """fsync every directory made, deepest first, so that the restore survives a crash."""
-        for path in sorted(self._dirs, key=lambda p: p.count(os.sep), reverse=True):
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+    def finish(self, extra_roots: Iterable[str] = ()) -> None:
+        """Make everything written durable: the destination and the tablespace locations outside it."""
+        for root in (self.dest, *extra_roots):
+            sync_tree(root)
+
+
+def sync_tree(root: str) -> None:
+    """Flush to disk what was written under root."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _syncfs(fd):
+            return
+    finally:
+        os.close(fd)
+    for dirpath, _, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            _fsync_path(os.path.join(dirpath, name), os.O_RDONLY)
+        _fsync_path(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _syncfs(fd: int) -> bool:
+    """syncfs(2) on the filesystem of fd; False when this system has no syncfs."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    if syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))      # a writeback error: the restore is not durable
+    return True
+
+
+def _fsync_path(path: str, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -25,6 +25,7 @@ import stat
 from dataclasses import dataclass
 from typing import Iterator
 
+from walship import logs
 from walship.errors import WalshipError
 
 CONTENTS_EXCLUDED = frozenset({"pg_wal", "pg_xlog", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial",
@@ -77,12 +78,12 @@ def walk(pgdata: str) -> Iterator[Entry]:
         rel_dir, abs_dir = stack.pop()
         try:
             with os.scandir(abs_dir) as it:
-                children = sorted(it, key=lambda e: e.name, reverse=True)
+                children = sorted(it, key=lambda e: e.name)
         except FileNotFoundError:
             continue
         unlogged = _unlogged_relations(children) if _holds_relations(rel_dir) else frozenset()
         subdirs = []
-        for child in reversed(children):
+        for child in children:
             name = f"{rel_dir}/{child.name}" if rel_dir else child.name
             if _excluded(rel_dir, child.name, unlogged):
                 continue
@@ -119,7 +120,9 @@ def _entry(name: str, child: os.DirEntry, rel_dir: str) -> Entry | None:
                 if not rel_dir:
                     return Entry(name, child.path, "dir", 0o700, st.st_mtime)
                 return Entry(name, child.path, "link", 0o777, st.st_mtime, target=os.readlink(child.path))
-            return None           # PostgreSQL makes no other links; a stray one is not data
+            logs.warning("symlink_skipped", f"{child.path} is a symbolic link: not in the backup "
+                         "(PostgreSQL makes none there; copy its target yourself if it matters)")
+            return None
         if stat.S_ISDIR(st.st_mode):
             return Entry(name, child.path, "dir", stat.S_IMODE(st.st_mode), st.st_mtime)
         if stat.S_ISREG(st.st_mode):
