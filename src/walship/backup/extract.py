@@ -78,7 +78,7 @@ class Destination:
     def extract_part(self, tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str,
                      progress=None) -> None:
         try:
-            with tarfile.open(fileobj=tar_stream, mode="r|") as tar:
+            with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=_BUF) as tar:
                 for member in tar:
                     expected = next(manifest, None)
                     self._member(tar, member, expected, what, progress)
