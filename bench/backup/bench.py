@@ -4,6 +4,13 @@ Usage (as root, from the repository root, after scripts/setup):
 
     WALSHIP_VENV=/opt/walship/venv-backup ./scripts/setup
     /opt/walship/venv-backup/bin/python bench/backup/bench.py [--scale 100] [--runs 1] [--keep]
+        [--dataset pgbench|random] [--many-files N]
+
+--dataset random replaces pgbench's very compressible rows (zstd: 20x) by
+about as many MiB of random bytes (a table of incompressible bytea, stored
+uncompressed), the worst case for compression. --many-files N adds N files of
+1 KiB to the data directory, to show that memory does not grow with the
+number of files.
 
 Measures what ../shared/bench/peers measured for the other tools, the same way:
 each walship command runs as the postgres user under `/usr/bin/time -v` (wall
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -51,8 +59,8 @@ def warm(datadir: Path) -> None:
     subprocess.run(f"tar cf - -C {datadir} . | cat >/dev/null; sync", shell=True, check=True)
 
 
-def run_repo(kind: str, primary: pg.Cluster, scratch: Path, moto: MotoS3 | None, scale: int, run: int,
-             compression: str) -> dict:
+def run_repo(kind: str, primary: pg.Cluster, scratch: Path, moto: MotoS3 | None, check: tuple[str, int],
+             run: int, compression: str) -> dict:
     repo_env = ({"WALSHIP_REPO": f"file://{pg.make_dir(scratch, f'repo-{kind}-{compression}-{run}', 0o755)}"}
                 if kind == "file" else moto.env(moto.new_bucket()))
     repo_env["WALSHIP_COMPRESSION"] = compression
@@ -74,13 +82,37 @@ def run_repo(kind: str, primary: pg.Cluster, scratch: Path, moto: MotoS3 | None,
     while restored.scalar("SELECT pg_is_in_recovery()"):
         time.sleep(0.1)
     recovered = round(time.time() - started, 2)
-    rows = restored.scalar("SELECT count(*) FROM pgbench_accounts")
+    rows = restored.scalar(check[0])
     restored.stop("immediate")
     pg.remove_tree(restored.datadir)
-    assert rows == scale * 100000, rows
+    assert rows == check[1], (rows, check)
     return {"repo": kind, "compression": compression, "run": run, "size_mib": round(backup["size"] / 2**20),
             "stored_mib": round(backup["stored_size"] / 2**20, 1), "push": push, "fetch": fetch,
             "start_to_recovery_end_s": recovered}
+
+
+def load(primary: pg.Cluster, dataset: str, scale: int) -> tuple[str, int]:
+    """Fill the database; the query and count that prove a restore complete."""
+    if dataset == "pgbench":
+        pg.run_as_postgres([str(primary.bin / "pgbench"), "-i", "-q", "-s", str(scale)],
+                           env=primary.env_for_tools(), timeout=3600)
+        return "SELECT count(*) FROM pgbench_accounts", scale * 100000
+    rows = scale * 15 * 2**20 // 8000                  # as many MiB as pgbench's scale (15 MiB per scale)
+    with primary.connect() as conn:
+        conn.execute("CREATE TABLE noise (id int, payload bytea)")
+        conn.execute("ALTER TABLE noise ALTER payload SET STORAGE EXTERNAL")     # no TOAST compression
+        with conn.cursor().copy("COPY noise FROM STDIN") as copy:
+            for i in range(rows):
+                copy.write_row((i, os.urandom(8000)))
+        conn.execute("CHECKPOINT")
+    return "SELECT count(*) FROM noise", rows
+
+
+def many_files(directory: Path, count: int) -> None:
+    pg.make_dir(directory.parent, directory.name)
+    for i in range(count):
+        (directory / f"f{i:08d}").write_bytes(b"x" * 1024)
+    subprocess.run(["chown", "-R", "postgres:postgres", str(directory)], check=True)
 
 
 def peer_rows() -> list[str]:
@@ -104,6 +136,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--repos", default="file,s3")
     parser.add_argument("--compression", default="zstd,lz4")
+    parser.add_argument("--dataset", choices=["pgbench", "random"], default="pgbench")
+    parser.add_argument("--many-files", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args()
 
@@ -117,12 +151,13 @@ def main() -> None:
         primary.set_archiving()
         primary.process_env["WALSHIP_REPO"] = f"file://{pg.make_dir(scratch, 'initial-repo', 0o755)}"
         primary.start()
-        pg.run_as_postgres([str(primary.bin / "pgbench"), "-i", "-q", "-s", str(args.scale)],
-                           env=primary.env_for_tools(), timeout=3600)
+        check = load(primary, args.dataset, args.scale)
+        if args.many_files:
+            many_files(primary.datadir / "walship_bench_files", args.many_files)
         for run in range(1, args.runs + 1):
             for kind in args.repos.split(","):
                 for compression in args.compression.split(","):
-                    result = run_repo(kind, primary, scratch, moto, args.scale, run, compression)
+                    result = run_repo(kind, primary, scratch, moto, check, run, compression)
                     print(json.dumps(result), flush=True)
                     results.append(result)
     finally:

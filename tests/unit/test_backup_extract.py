@@ -112,3 +112,23 @@ def test_what_backup_push_writes_extracts_back_identical(tmp_path):
             assert (dest / entry.path).read_bytes() == (src / entry.path).read_bytes()
             assert (dest / entry.path).stat().st_mode & 0o777 == entry.mode
     assert oct((dest / "base" / "5" / "16384").stat().st_mode & 0o777) == "0o640"
+
+
+def test_files_that_vanish_or_shrink_during_the_backup_are_handled(tmp_path):
+    src = tmp_path / "pgdata"
+    (src / "global").mkdir(parents=True)
+    (src / "PG_VERSION").write_text("15\n")
+    (src / "base").mkdir()
+    (src / "base" / "dropped").write_bytes(b"d" * 5000)
+    (src / "base" / "truncated").write_bytes(b"t" * 5000)
+    entries = list(walk.walk(str(src)))                     # the walk saw both files at 5000 bytes
+    (src / "base" / "dropped").unlink()                      # DROP TABLE, then VACUUM truncating a relation
+    (src / "base" / "truncated").write_bytes(b"t" * 100)
+    manifest: list[ManifestEntry] = []
+    chunks = list(tarstream.tar_chunks(entries, manifest.append))
+    assert "base/dropped" not in {e.path for e in manifest}
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    Destination(str(dest), {}).extract_part(ChunkReader(chunks), iter(manifest), "part 0")
+    assert (dest / "base" / "truncated").read_bytes() == b"t" * 100
+    assert not (dest / "base" / "dropped").exists()
