@@ -6,7 +6,12 @@ HANDLER = "walship.monitoring.commands:run"
 
 
 def add_parsers(sub, common) -> None:
-    check = sub.add_parser("check", help="Nagios/Icinga plugin checks (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)")
+    check = sub.add_parser("check", parents=[common],
+                           help="Nagios/Icinga plugin checks (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN); "
+                                "alone: end to end, force a WAL switch and wait for it in the repository")
+    check.add_argument("--pg", metavar="CONNINFO", help="libpq connection string of the primary")
+    check.add_argument("--timeout", type=float, default=60, metavar="S",
+                       help="how long to wait for the segment (default 60)")
     kinds = check.add_subparsers(dest="check", metavar="CHECK")
 
     p = kinds.add_parser("backup", parents=[common], help="age, size and duration of the newest base backup")

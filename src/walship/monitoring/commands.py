@@ -49,7 +49,12 @@ def _check(args, settings, store_factory) -> CheckResult:
         return _check_backup(args, settings, store_factory)
     if args.check == "archive":
         return _check_archive(args, settings, store_factory)
-    return CheckResult(UNKNOWN, "which check? use `walship check backup` or `walship check archive`")
+    from walship.monitoring.endtoend import check_end_to_end
+    store = store_factory()
+    try:
+        return check_end_to_end(store, args.pg, args.timeout)
+    finally:
+        store.close()
 
 
 def _check_backup(args, settings, store_factory) -> CheckResult:
