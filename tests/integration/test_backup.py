@@ -160,12 +160,14 @@ def test_a_backup_killed_midway_is_never_listed_and_the_next_one_cleans_up(clust
     push.kill()
     assert push.wait() == -9, "backup-push finished before it could be killed: make the table bigger"
     [dead] = {k.split("/")[1] for k in _repo_keys(repo_env) if k.startswith("backups/")}
+    assert "locks/backups.lock" in _repo_keys(repo_env)
     assert _backups(repo_env) == []
 
-    _backup_push(primary)
+    _backup_push(primary)                    # breaks the dead process's lock, removes its objects
     [backup] = _backups(repo_env)
     assert {k.split("/")[1] for k in _repo_keys(repo_env) if k.startswith("backups/")} == {backup["name"]}
     assert backup["name"] != dead
+    assert "locks/backups.lock" not in _repo_keys(repo_env)
 
 
 def test_retention_deletes_exactly_the_older_backups_and_the_wal_only_they_need(cluster_factory, scratch):

@@ -20,6 +20,7 @@ def run(command: str, args, settings, store_factory) -> int:
 
 
 def _push(args, settings, store) -> int:
+    from walship.backup.lock import RepositoryLock
     from walship.backup.push import backup_push
     from walship.monitoring.hooks import backup_result
 
@@ -28,13 +29,16 @@ def _push(args, settings, store) -> int:
     retain = args.retain if args.retain is not None else settings.retain
     started = time.monotonic()
     try:
-        info = backup_push(args.pgdata, settings, store, conninfo=args.pg, progress_mode=args.progress)
+        # the lock keeps delete from removing WAL this backup needs while it runs
+        with RepositoryLock(store, "backup-push") as lock:
+            info = backup_push(args.pgdata, settings, store, conninfo=args.pg, progress_mode=args.progress,
+                               before_marker=lock.check)
+            if retain:
+                _apply_retention(store, retain, None, dry_run=False)
     except BaseException as exc:
         backup_result(settings, ok=False, error=exc, duration_s=round(time.monotonic() - started, 3))
         raise
     backup_result(settings, ok=True, backup=info, duration_s=info.duration_s)
-    if retain:
-        _apply_retention(store, retain, None, dry_run=False)
     return 0
 
 
@@ -84,7 +88,12 @@ def _delete(args, settings, store) -> int:
     if args.wale_args:
         raise ConfigError(f"unexpected arguments {' '.join(args.wale_args)}",
                           "use `walship delete --retain N` or `--before NAME|TIME`")
-    _apply_retention(store, args.retain, args.before, dry_run=args.dry_run, include_wal_e=args.include_wal_e)
+    if args.dry_run:
+        _apply_retention(store, args.retain, args.before, dry_run=True, include_wal_e=args.include_wal_e)
+        return 0
+    from walship.backup.lock import RepositoryLock
+    with RepositoryLock(store, "delete"):
+        _apply_retention(store, args.retain, args.before, dry_run=False, include_wal_e=args.include_wal_e)
     return 0
 
 

@@ -78,10 +78,13 @@ class Destination:
     def extract_part(self, tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str,
                      progress=None) -> None:
         try:
-            with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=_BUF) as tar:
+            # tarfile's default 10 KiB buffer: it copies its whole buffer on every read, and a data
+            # directory of small files makes two reads per file
+            with tarfile.open(fileobj=tar_stream, mode="r|") as tar:
                 for member in tar:
                     expected = next(manifest, None)
                     self._member(tar, member, expected, what, progress)
+                    tar.members.clear()       # TarFile remembers every member: memory would grow with files
         except tarfile.TarError as exc:
             raise IntegrityError(f"{what} is not a valid tar stream: {exc}",
                                  "the backup is corrupt; restore another one") from None
@@ -129,9 +132,9 @@ class Destination:
                 if progress:
                     progress.advance(len(block))
             os.fchmod(fd, member.mode & 0o7777)
+            os.utime(fd, (member.mtime, member.mtime))
         finally:
             os.close(fd)
-        os.utime(path, (member.mtime, member.mtime))
         if size != expected.size or digest.hexdigest() != expected.sha256:
             raise IntegrityError(f"{what}: {name} does not match the manifest (size or SHA-256)",
                                  "the backup is corrupt; restore another one")

@@ -10,6 +10,10 @@ without a completion marker is a leftover to remove when
 so a backup running concurrently, here or elsewhere, is never touched. The
 threshold is fifteen heartbeats, leaving room for clock skew between this
 host and the store.
+
+backup-push and delete also hold the repository lock (lock.py), so normally
+no other backup runs; these checks keep that true for a backup-push that
+does not take the lock (an older walship).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ backup holds; directories and links have no size or digest, links a target.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from walship.errors import IntegrityError
@@ -28,7 +28,12 @@ class ManifestEntry:
     target: str = ""
 
     def line(self) -> bytes:
-        doc = {k: v for k, v in asdict(self).items() if v not in ("", None)}
+        doc: dict = {"path": self.path, "type": self.type, "mode": self.mode, "mtime": self.mtime}
+        if self.type == "file":
+            doc["size"] = self.size
+            doc["sha256"] = self.sha256
+        if self.target:
+            doc["target"] = self.target
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 

@@ -30,7 +30,7 @@ from walship.pg import backup_api, walnames
 from walship.pg.conn import connect
 from walship.storage import ObjectExists
 
-MAX_MEMBERS = 100_000          # entries per part: bounds a part's plan and manifest in memory
+MAX_MEMBERS = 10_000           # entries per part: bounds a part's plan (~3 MB) and manifest in memory
 WAL_WAIT_S = 120.0             # pg_backup_stop already waited for archiving; this covers a slow store
 
 
@@ -50,8 +50,9 @@ class PartStats:
             self.files += files
 
 
-def backup_push(pgdata: str, settings, store, conninfo: str | None = None,
-                progress_mode: str = "auto") -> BackupInfo:
+def backup_push(pgdata: str, settings, store, conninfo: str | None = None, progress_mode: str = "auto",
+                before_marker=lambda: None) -> BackupInfo:
+    """Take the backup; before_marker() may raise to keep it from being marked complete."""
     walk.check_data_directory(pgdata)
     started = time.time()
     with connect(conninfo, application_name="walship backup-push") as conn:
@@ -67,7 +68,7 @@ def backup_push(pgdata: str, settings, store, conninfo: str | None = None,
             raise WalshipError(f"another backup named {name} is being taken", "wait for it to finish") from None
         try:
             inflight.remove_leftovers(store, time.time(), keep=name)
-            info = _take(conn, facts, pgdata, name, started, settings, store, progress_mode)
+            info = _take(conn, facts, pgdata, name, started, settings, store, progress_mode, before_marker)
         except BaseException:
             heartbeat.stop()                 # first: a last beat must not re-announce what is removed
             _remove_unfinished(store, name)
@@ -79,7 +80,7 @@ def backup_push(pgdata: str, settings, store, conninfo: str | None = None,
 
 
 def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: float, settings, store,
-          progress_mode: str) -> BackupInfo:
+          progress_mode: str, before_marker) -> BackupInfo:
     """Copy the files, stop the backup, and mark it complete once its last WAL segment is archived."""
     estimate = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0] or 0
     bar = progress.make(progress_mode, f"backup {name}", estimate)
@@ -100,6 +101,7 @@ def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: 
                       stored_size=uploader.stats.stored, duration_s=round(stopped - started, 3))
     marker = Marker(info, parts + 1, uploader.stats.files, settings.compression,
                     {t.oid: t.location for t in tablespaces})
+    before_marker()
     store.put(objects.marker_key(name), marker.to_json())
     return info
 

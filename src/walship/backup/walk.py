@@ -10,8 +10,9 @@ backup_label/tablespace_map left by an older exclusive backup, and the main
 forks of unlogged relations (only their init fork matters: they are reset at
 the end of recovery).
 
-The walk yields entries one at a time, depth first, names sorted, so memory is
-bounded by one directory's listing whatever the number of files. A file or
+The walk yields entries one at a time, directories before their contents, so
+memory grows only with the largest directory's list of names (about 60 bytes
+a file), never with the total number of files. A file or
 directory that vanishes during the walk was dropped by PostgreSQL: skipped.
 Tablespaces (pg_tblspc/<oid> symlinks) are recorded as links and their
 contents walked below pg_tblspc/<oid>/.
@@ -72,30 +73,30 @@ def tablespaces(pgdata: str) -> list[Tablespace]:
 
 def walk(pgdata: str) -> Iterator[Entry]:
     """Every entry of the backup except backup_label and tablespace_map (written at the end)."""
-    root = os.path.abspath(pgdata)
-    stack: list[tuple[str, str]] = [("", root)]
+    stack: list[tuple[str, str]] = [("", os.path.abspath(pgdata))]
     while stack:
         rel_dir, abs_dir = stack.pop()
         try:
-            with os.scandir(abs_dir) as it:
-                children = sorted(it, key=lambda e: e.name)
+            # names only, sorted: creating files in name order is 3x faster on ext4 at restore
+            names = sorted(os.listdir(abs_dir))
         except FileNotFoundError:
-            continue
-        unlogged = _unlogged_relations(children) if _holds_relations(rel_dir) else frozenset()
+            continue                   # a database dropped during the backup
+        unlogged = _unlogged_relations(names) if _holds_relations(rel_dir) else frozenset()
         subdirs = []
-        for child in children:
-            name = f"{rel_dir}/{child.name}" if rel_dir else child.name
-            if _excluded(rel_dir, child.name, unlogged):
+        for child in names:
+            name = f"{rel_dir}/{child}" if rel_dir else child
+            if _excluded(rel_dir, child, unlogged):
                 continue
-            entry = _entry(name, child, rel_dir)
+            path = os.path.join(abs_dir, child)
+            entry = _entry(name, path, rel_dir)
             if entry is None:
                 continue
             yield entry
             if entry.kind == "dir" or (entry.kind == "link" and rel_dir == "pg_tblspc"):
-                if child.name in CONTENTS_EXCLUDED and not rel_dir:
+                if child in CONTENTS_EXCLUDED and not rel_dir:
                     yield from _kept_subdirs(name, entry)
                 else:
-                    subdirs.append((name, child.path))
+                    subdirs.append((name, path))
         stack.extend(reversed(subdirs))
 
 
@@ -111,25 +112,26 @@ def _excluded(rel_dir: str, name: str, unlogged: frozenset[str]) -> bool:
     return False
 
 
-def _entry(name: str, child: os.DirEntry, rel_dir: str) -> Entry | None:
+def _entry(name: str, path: str, rel_dir: str) -> Entry | None:
     try:
-        st = child.stat(follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):
-            if rel_dir == "pg_tblspc" or (not rel_dir and child.name in CONTENTS_EXCLUDED):
-                # a tablespace, or pg_wal moved elsewhere with initdb --waldir (kept as an empty directory)
-                if not rel_dir:
-                    return Entry(name, child.path, "dir", 0o700, st.st_mtime)
-                return Entry(name, child.path, "link", 0o777, st.st_mtime, target=os.readlink(child.path))
-            logs.warning("symlink_skipped", f"{child.path} is a symbolic link: not in the backup "
-                         "(PostgreSQL makes none there; copy its target yourself if it matters)")
-            return None
-        if stat.S_ISDIR(st.st_mode):
-            return Entry(name, child.path, "dir", stat.S_IMODE(st.st_mode), st.st_mtime)
-        if stat.S_ISREG(st.st_mode):
-            return Entry(name, child.path, "file", stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size)
+        st = os.lstat(path)
     except FileNotFoundError:
-        pass
-    return None                   # sockets, FIFOs, vanished entries
+        return None
+    base = os.path.basename(path)
+    if stat.S_ISLNK(st.st_mode):
+        if not rel_dir and base in CONTENTS_EXCLUDED:
+            # pg_wal moved elsewhere with initdb --waldir: kept as an empty directory
+            return Entry(name, path, "dir", 0o700, st.st_mtime)
+        if rel_dir == "pg_tblspc":
+            return Entry(name, path, "link", 0o777, st.st_mtime, target=os.readlink(path))
+        logs.warning("symlink_skipped", f"{path} is a symbolic link: not in the backup "
+                     "(PostgreSQL makes none there; copy its target yourself if it matters)")
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return Entry(name, path, "dir", stat.S_IMODE(st.st_mode), st.st_mtime)
+    if stat.S_ISREG(st.st_mode):
+        return Entry(name, path, "file", stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size)
+    return None                   # sockets, FIFOs
 
 
 def _kept_subdirs(name: str, parent: Entry) -> Iterator[Entry]:
@@ -143,6 +145,6 @@ def _holds_relations(rel_dir: str) -> bool:
     return (len(parts) == 2 and parts[0] == "base") or (len(parts) == 4 and parts[0] == "pg_tblspc")
 
 
-def _unlogged_relations(children: list[os.DirEntry]) -> frozenset[str]:
+def _unlogged_relations(names: list[str]) -> frozenset[str]:
     """Relations with an init fork are unlogged: only the init fork goes into the backup."""
-    return frozenset(e.name[:-len("_init")] for e in children if e.name.endswith("_init"))
+    return frozenset(n[:-len("_init")] for n in names if n.endswith("_init"))
