@@ -29,6 +29,7 @@ exit codes:
 COMMAND_MODULES = (
     "walship.backup.cli",
     "walship.monitoring.cli",
+    "walship.verify.cli",
 )
 
 

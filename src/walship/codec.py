@@ -197,8 +197,7 @@ def unpack(blob: bytes, name: str = "object", keyring=None) -> bytes:
 
 def encode_stream(chunks: Iterable[bytes], codec: str, level: int | None = None, keyring=None,
                   **meta) -> Iterator[bytes]:
-    header = _header_for({"codec": codec, **meta}, keyring)
-    yield header
+    """A stored object streamed from plaintext chunks: header, then compressed (and sealed) payload."""
     comp = compressor(codec, level)
 
     def compressed() -> Iterator[bytes]:
@@ -209,7 +208,14 @@ def encode_stream(chunks: Iterable[bytes], codec: str, level: int | None = None,
         tail = comp.flush()
         if tail:
             yield tail
-    yield from (_seal(header, compressed(), keyring) if keyring is not None else compressed())
+    return frame(compressed(), codec, keyring, **meta)
+
+
+def frame(compressed: Iterable[bytes], codec: str, keyring=None, **meta) -> Iterator[bytes]:
+    """A stored object around an already compressed payload (sealed when a key ring is given)."""
+    header = _header_for({"codec": codec, **meta}, keyring)
+    yield header
+    yield from (_seal(header, compressed, keyring) if keyring is not None else compressed)
 
 
 def open_stream(chunks: Iterable[bytes], name: str = "object", keyring=None) -> tuple[dict, Iterator[bytes]]:

@@ -32,6 +32,7 @@ from walship.backup.manifest import ManifestEntry
 from walship.errors import IntegrityError, WalshipError
 
 _BUF = 1 << 20
+TAR_BUFFER = 64 * 1024
 
 
 class ChunkReader(io.RawIOBase):
@@ -66,6 +67,50 @@ def safe_relative(name: str, what: str) -> str:
     return name
 
 
+def check_member(member: tarfile.TarInfo, expected: ManifestEntry | None, what: str) -> tuple[str, str]:
+    """(name, kind) of a member that is safe and is the manifest's next entry; IntegrityError otherwise."""
+    name = safe_relative(member.name, what)
+    kind = "file" if member.isreg() else "dir" if member.isdir() else "link" if member.issym() else None
+    if kind is None:
+        raise IntegrityError(f"{what} holds {name!r}, which is not a file, directory or tablespace link",
+                             "refusing to extract: the backup is corrupt or was tampered with")
+    if expected is None or expected.path != name or expected.type != kind:
+        raise IntegrityError(f"{what}: member {name!r} does not match its manifest "
+                             f"(expected {expected.path if expected else 'the end of the part'!r})",
+                             "the backup is corrupt; restore another one")
+    return name, kind
+
+
+def verify_part(tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str) -> tuple[int, int]:
+    """Read a part as a restore would, writing nothing: (files, bytes) that match the manifest."""
+    files = total = 0
+    try:
+        with tarfile.open(fileobj=tar_stream, mode="r|") as tar:
+            for member in tar:
+                expected = next(manifest, None)
+                name, kind = check_member(member, expected, what)
+                if kind == "file":
+                    digest, size = hashlib.sha256(), 0
+                    source = tar.extractfile(member)
+                    while block := source.read(_BUF):
+                        digest.update(block)
+                        size += len(block)
+                    if size != expected.size or digest.hexdigest() != expected.sha256:
+                        raise IntegrityError(f"{what}: {name} does not match the manifest (size or SHA-256)",
+                                             "the backup is corrupt; restore another one")
+                    files += 1
+                    total += size
+                tar.members.clear()
+    except tarfile.TarError as exc:
+        raise IntegrityError(f"{what} is not a valid tar stream: {exc}",
+                             "the backup is corrupt; restore another one") from None
+    extra = next(manifest, None)
+    if extra is not None:
+        raise IntegrityError(f"{what} lacks {extra.path}, listed in its manifest",
+                             "the backup is corrupt; restore another one")
+    return files, total
+
+
 class Destination:
     """One restore target; parts may be extracted into it from several threads."""
 
@@ -78,9 +123,9 @@ class Destination:
     def extract_part(self, tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str,
                      progress=None) -> None:
         try:
-            # tarfile's default 10 KiB buffer: it copies its whole buffer on every read, and a data
-            # directory of small files makes two reads per file
-            with tarfile.open(fileobj=tar_stream, mode="r|") as tar:
+            # tarfile copies its whole buffer on every read (two per small file): 64 KiB is cheap to copy
+            # and 16 reads per MiB of a large file (its default, 10 KiB, makes 100)
+            with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=TAR_BUFFER) as tar:
                 for member in tar:
                     expected = next(manifest, None)
                     self._member(tar, member, expected, what, progress)
@@ -94,15 +139,7 @@ class Destination:
                                  "the backup is corrupt; restore another one")
 
     def _member(self, tar, member: tarfile.TarInfo, expected: ManifestEntry | None, what: str, progress) -> None:
-        name = safe_relative(member.name, what)
-        kind = "file" if member.isreg() else "dir" if member.isdir() else "link" if member.issym() else None
-        if kind is None:
-            raise IntegrityError(f"{what} holds {name!r}, which is not a file, directory or tablespace link",
-                                 "refusing to extract: the backup is corrupt or was tampered with")
-        if expected is None or expected.path != name or expected.type != kind:
-            raise IntegrityError(f"{what}: member {name!r} does not match its manifest "
-                                 f"(expected {expected.path if expected else 'the end of the part'!r})",
-                                 "the backup is corrupt; restore another one")
+        name, kind = check_member(member, expected, what)
         path = os.path.join(self.dest, name)
         self._make_parents(name)
         if kind == "link":

@@ -17,6 +17,7 @@ from walship import codec, logs
 from walship.backup import catalog, objects, progress, recovery
 from walship.backup.extract import ChunkReader, Destination, disk_error
 from walship.backup.manifest import parse_lines
+from walship.crypto import keyring_from_settings
 from walship.errors import ConfigError
 
 STREAM_CHUNK = 256 * 1024
@@ -54,6 +55,7 @@ def check_destination(dest: str) -> None:
 
 def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progress_mode: str) -> None:
     marker = catalog.read_marker(store, name)
+    keyring = keyring_from_settings(settings)
     try:
         os.makedirs(dest, mode=0o700, exist_ok=True)
         os.chmod(dest, 0o700)
@@ -62,7 +64,8 @@ def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progr
         bar = progress.make(progress_mode, f"restore {name}", marker.info.size)
 
         def extract(number: int) -> None:
-            destination.extract_part(_part_stream(store, name, number), _part_manifest(store, name, number),
+            destination.extract_part(part_stream(store, name, number, keyring),
+                                     part_manifest(store, name, number, keyring),
                                      f"{objects.part_key(name, number)} in {store.url}", bar)
 
         with ThreadPoolExecutor(max_workers=settings.backup_concurrency, thread_name_prefix="restore-part") as pool:
@@ -80,17 +83,19 @@ def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progr
         raise disk_error(exc, dest) from None
 
 
-def _part_stream(store, name: str, number: int) -> ChunkReader:
+def part_stream(store, name: str, number: int, keyring=None) -> ChunkReader:
+    """A part's tar stream: read, decrypted, decompressed and checked as it goes."""
     key = objects.part_key(name, number)
     # small reads: decompressing 1 MiB of pgbench data at once yields 15 MiB
-    meta, payload = codec.split_header(store.stream(key, chunk_size=STREAM_CHUNK), key)
-    return ChunkReader(codec.decode_stream(payload, meta["codec"], key))
+    _, plain = codec.open_stream(store.stream(key, chunk_size=STREAM_CHUNK), key, keyring)
+    return ChunkReader(plain)
 
 
-def _part_manifest(store, name: str, number: int):
+def part_manifest(store, name: str, number: int, keyring=None):
+    """A part's manifest entries, in tar order."""
     key = objects.part_manifest_key(name, number)
-    meta, payload = codec.split_header([store.get(key)], key)
-    return parse_lines(codec.decode_stream(payload, meta["codec"], key), key)
+    _, plain = codec.open_stream([store.get(key)], key, keyring)
+    return parse_lines(plain, key)
 
 
 def _make_tablespace_links(dest: str, tablespaces: dict[str, str], remap: dict[str, str]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from functools import partial
 from typing import Iterable, Iterator
 
 from walship import codec, logs
+from walship.crypto import keyring_for_writing
 from walship.backup import inflight, objects, progress, tarstream, walk
 from walship.backup.catalog import BackupInfo, Marker
 from walship.backup.manifest import ManifestEntry
@@ -145,6 +146,7 @@ class _Uploader:
         self.name = name
         self.codec = settings.compression
         self.level = settings.compression_level
+        self.keyring = keyring_for_writing(settings)
         self.concurrency = settings.backup_concurrency
         self.bar = bar
         self.stats = PartStats()
@@ -181,10 +183,10 @@ class _Uploader:
         self._upload(number, chunks)
 
     def _upload(self, number: int, make_chunks) -> None:
-        manifest = _ManifestWriter(self.codec, self.level, backup=self.name, part=number)
+        manifest = _ManifestWriter(self.codec, self.level, self.keyring, backup=self.name, part=number)
         stored = _Counter()
         tar = _counting(make_chunks(manifest.add), self.bar.advance)
-        body = codec.encode_stream(tar, self.codec, self.level, backup=self.name, part=number)
+        body = codec.encode_stream(tar, self.codec, self.level, self.keyring, backup=self.name, part=number)
         self.store.put(objects.part_key(self.name, number), _counting(body, stored.add))
         manifest_blob = manifest.finish()
         self.store.put(objects.part_manifest_key(self.name, number), manifest_blob)
@@ -208,8 +210,9 @@ def _counting(chunks: Iterable[bytes], add) -> Iterator[bytes]:
 class _ManifestWriter:
     """A part's manifest, compressed as it grows (a part holds at most MAX_MEMBERS entries)."""
 
-    def __init__(self, codec_name: str, level: int | None, **meta):
-        self.blob = bytearray(codec.encode_header({"codec": codec_name, **meta}))
+    def __init__(self, codec_name: str, level: int | None, keyring, **meta):
+        self.codec_name, self.keyring, self.meta = codec_name, keyring, meta
+        self.blob = bytearray()                    # the compressed lines; framed (and sealed) by finish
         self.compressor = codec.compressor(codec_name, level)
         self.entries = 0
         self.file_bytes = 0
@@ -221,4 +224,4 @@ class _ManifestWriter:
 
     def finish(self) -> bytes:
         self.blob += self.compressor.flush()
-        return bytes(self.blob)
+        return b"".join(codec.frame([bytes(self.blob)], self.codec_name, self.keyring, **self.meta))

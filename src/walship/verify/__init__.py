@@ -1,0 +1,1 @@
+"""`walship verify`: read the repository back and prove that what it holds can be restored."""
