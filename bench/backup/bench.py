@@ -43,15 +43,15 @@ PEER_RESULTS = Path("../shared/bench/peers/RESULTS.md")
 
 
 def timed(cmd: list[str], env: dict) -> dict:
-    """Run cmd as postgres under /usr/bin/time -v; wall s, CPU s, peak RSS MiB."""
+    """Run cmd as postgres under /usr/bin/time -v; wall s, CPU s (user + sys, and sys), peak RSS MiB."""
     r = pg.run_as_postgres(["/usr/bin/time", "-v", *cmd], env=env, check=False, timeout=3600)
     if r.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr[-3000:]}")
     fields = dict(re.findall(r"^\s*(.+?): (.+)$", r.stderr, re.M))
     wall = fields["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":")
     seconds = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall)))
-    return {"wall_s": round(seconds, 2),
-            "cpu_s": round(float(fields["User time (seconds)"]) + float(fields["System time (seconds)"]), 2),
+    user, system = float(fields["User time (seconds)"]), float(fields["System time (seconds)"])
+    return {"wall_s": round(seconds, 2), "cpu_s": round(user + system, 2), "sys_s": round(system, 2),
             "rss_mib": round(int(fields["Maximum resident set size (kbytes)"]) / 1024, 1)}
 
 

@@ -237,7 +237,8 @@ def test_expected_failures_are_one_line_errors(scratch):
                     "cannot connect to PostgreSQL")
 
 
-def test_a_tablespace_is_restored_where_the_operator_asks(cluster_factory, scratch):
+def test_a_tablespace_is_restored_where_the_operator_asks_and_push_retain_expires_the_older_backup(
+        cluster_factory, scratch):
     require_version(16)
     repo_env = _file_repo(scratch)
     primary = _primary(cluster_factory, 16, repo_env)
@@ -247,7 +248,12 @@ def test_a_tablespace_is_restored_where_the_operator_asks(cluster_factory, scrat
     primary.sql("INSERT INTO far SELECT generate_series(1, 1000)")
     oid = str(primary.scalar("SELECT oid FROM pg_tablespace WHERE spcname = 'ts'"))
     _backup_push(primary)
-    primary.sql("INSERT INTO far SELECT generate_series(1001, 2000)")
+    [first] = _backups(repo_env)
+    primary.sql("INSERT INTO far SELECT generate_series(1001, 1500)")
+    _backup_push(primary, "--retain", "1")
+    [second] = _backups(repo_env)
+    assert second["name"] != first["name"]
+    primary.sql("INSERT INTO far SELECT generate_series(1501, 2000)")
     primary.wait_archived(primary.switch_wal())
     primary.stop()
 

@@ -33,12 +33,13 @@ def _push(args, settings, store) -> int:
         with RepositoryLock(store, "backup-push") as lock:
             info = backup_push(args.pgdata, settings, store, conninfo=args.pg, progress_mode=args.progress,
                                before_marker=lock.check)
-            if retain:
-                _apply_retention(store, retain, None, dry_run=False)
     except BaseException as exc:
         backup_result(settings, ok=False, error=exc, duration_s=round(time.monotonic() - started, 3))
         raise
     backup_result(settings, ok=True, backup=info, duration_s=info.duration_s)
+    if retain:                                  # the backup succeeded whatever happens here
+        with RepositoryLock(store, "delete"):
+            _apply_retention(store, retain, None, dry_run=False)
     return 0
 
 
