@@ -179,7 +179,8 @@ class S3Store(Store):
                               + (f" {code}" if code else ""))
         if "body error" in text or "connection reset" in text.lower() or "incomplete" in text.lower():
             return StoreError(f"the connection to S3 at {self._where()} broke while {action} {key}, after retries",
-                              "check the network; nothing partial was kept")
+                              "check the network and the store; " + (
+                                  "nothing was acknowledged" if action == "writing" else "nothing partial was kept"))
         if "kind: Timeout" in text or "TimedOut" in text:
             return StoreError(f"S3 at {self._where()} did not answer in time while {action} {key}, after retries",
                               "check the store's health and the network (timeouts: WALSHIP_S3_REQUEST_TIMEOUT)")
