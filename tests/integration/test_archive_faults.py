@@ -32,8 +32,9 @@ def _segments(scratch, count: int) -> tuple[str, list[str]]:
 
 
 def _store(env: dict):
-    s = Settings(repo=env["WALSHIP_REPO"], s3_endpoint=env.get("WALSHIP_S3_ENDPOINT"))
-    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    s = Settings(repo=env["WALSHIP_REPO"], s3_endpoint=env.get("WALSHIP_S3_ENDPOINT"),
+                 s3_access_key_id=env.get("AWS_ACCESS_KEY_ID"), s3_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+                 s3_region=env.get("AWS_REGION"))
     return open_store(s.repo, s)
 
 

@@ -51,8 +51,8 @@ def test_missing_bucket_names_the_bucket(scratch, moto):
 
 
 def test_missing_credentials(scratch, moto):
-    env = pg.server_env({k: v for k, v in moto.env(moto.new_bucket()).items()
-                         if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
+    env = {k: v for k, v in pg.server_env(moto.env(moto.new_bucket())).items()
+           if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")}
     env["WALSHIP_S3_MAX_RETRIES"] = "0"
     env["WALSHIP_S3_RETRY_TIMEOUT"] = "2"
     env["HOME"] = str(scratch)              # no ~/.aws either
