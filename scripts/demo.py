@@ -160,7 +160,9 @@ def main() -> int:
         print(f"   ledger in the restored server      : {got}")
         print(f"   pgbench_accounts rows restored     : {accounts}")
         print(f"   {'PASS: the restored data is exactly what was committed before the mistake' if ok else 'FAIL'}")
-        print(f"   total {time.time() - started:.0f} s; files in {d.base}")
+        kept = os.environ.get("WALSHIP_DEMO_KEEP") == "1"
+        print(f"   total {time.time() - started:.0f} s; " + (f"files kept in {d.base}" if kept else
+              f"{d.base} is removed now (WALSHIP_DEMO_KEEP=1 keeps it)"))
         return 0 if ok else 1
     finally:
         d.stop(restored)
