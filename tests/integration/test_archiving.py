@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import filecmp
 
-import pytest
 
 from tests.support import pg
 

@@ -67,20 +67,8 @@ def _restore(version: int, cluster_factory, name: str, repo_env: dict, backup: s
     restored.configure(f"port = {restored.port}\nunix_socket_directories = '{restored.sockdir}'\n"
                        "archive_mode = off\n")
     restored.start()
-    _wait_promoted(restored)
+    restored.wait_promoted()
     return restored
-
-
-def _wait_promoted(c: pg.Cluster, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if c.scalar("SELECT pg_is_in_recovery()") is False:
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(c.log_tail())
 
 
 def _digest(c: pg.Cluster, table: str, cols: str, key: str) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from tests.integration.test_recovery import _recover, _wait_promoted
+from tests.integration.test_recovery import _recover
 from tests.support import pg
 
 
@@ -40,7 +40,7 @@ def test_encrypted_archive_holds_no_plaintext_and_recovers_with_the_key(cluster_
     primary.stop()
 
     restored.start()
-    _wait_promoted(restored)
+    restored.wait_promoted()
     assert restored.scalar("SELECT count(*) FROM secrets WHERE v LIKE %s", (marker + "%",)) == 500
 
     wrong = {**pg.server_env(env), "WALSHIP_ENCRYPTION_KEY_FILE": _key_file(scratch, "other"),

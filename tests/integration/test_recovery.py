@@ -22,19 +22,6 @@ def _recover(primary: pg.Cluster, cluster_factory, scratch, repo_env: dict) -> p
     return restored
 
 
-def _wait_promoted(c: pg.Cluster, timeout: float = 120) -> None:
-    import time
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if c.scalar("SELECT pg_is_in_recovery()") is False:
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(c.log_tail())
-
-
 # the file repository on every version, S3 on one (the S3 path is the same on all)
 @pytest.mark.parametrize("pg_version,repo_kind", [(15, "file"), (16, "file"), (18, "file"), (18, "s3")])
 def test_replay_from_the_archive_restores_rows_written_after_the_base_backup(
@@ -60,7 +47,7 @@ def test_replay_from_the_archive_restores_rows_written_after_the_base_backup(
     primary.stop()
 
     restored.start()
-    _wait_promoted(restored)
+    restored.wait_promoted()
     got = restored.sql("SELECT count(*), md5(string_agg(id::text || pad, ',' ORDER BY id)) FROM t")[0]
     assert got == expected
     log = restored.logfile.read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from tests.integration.test_backup import (STAMPED, _backup_push, _cli_env, _primary, _restore, _stamp_rows)
+from tests.integration.test_backup import STAMPED, _backup_push, _primary, _restore, _stamp_rows
 from tests.integration.test_encryption import _key_file
 from tests.support import pg
 

@@ -72,18 +72,6 @@ def _prepare_restored(dest: Path, source: pg.Cluster, restored: pg.Cluster) -> N
                        "archive_mode = off\n")
 
 
-def _wait_promoted(c: pg.Cluster, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if c.scalar("SELECT pg_is_in_recovery()") is False:
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"restored server did not finish recovery; log:\n{c.log_tail()}")
-
-
 def test_walship_restores_a_wale_backup_and_replays_wale_then_walship_wal(wale_bin, wale_env, cluster_factory,
                                                                          scratch):
     require_version(15)
@@ -137,7 +125,7 @@ def test_walship_restores_a_wale_backup_and_replays_wale_then_walship_wal(wale_b
     _prepare_restored(dest, c, restored)
     c.stop()                                             # the restore must not lean on the source
     restored.start()
-    _wait_promoted(restored)
+    restored.wait_promoted()
     assert restored.scalar("SELECT count(*) FROM t") == expected, restored.log_tail()
     assert restored.scalar("SELECT max(id) FROM t") == 15000
     # replay really crossed the switch: segments restored from WAL-E's objects, then from walship's
@@ -195,7 +183,7 @@ def test_walship_restores_a_hot_wale_backup_from_its_backup_label(wale_bin, scra
     _prepare_restored(dest, c, restored)
     c.stop()
     restored.start()
-    _wait_promoted(restored)
+    restored.wait_promoted()
     assert restored.scalar("SELECT count(*) FROM t") == 15000, restored.log_tail()
     # PostgreSQL started from the label (and renames it once the backup's end was replayed)
     assert (dest / "backup_label.old").exists() and not (dest / "backup_label").exists()

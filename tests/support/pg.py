@@ -218,6 +218,18 @@ class Cluster:
             time.sleep(0.1)
         raise TimeoutError(f"{name} not archived in {timeout}s: pg_stat_archiver={row}; log:\n{self.log_tail()}")
 
+    def wait_promoted(self, timeout: float = 120) -> None:
+        """Until recovery has ended and the server accepts writes."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if self.scalar("SELECT pg_is_in_recovery()") is False:
+                    return
+            except Exception:          # still starting up
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"recovery did not end in {timeout}s; log:\n{self.log_tail()}")
+
     def log_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:])

@@ -10,7 +10,8 @@ import tarfile
 import pytest
 
 from walship.backup import tarstream, walk
-from walship.backup.extract import ChunkReader, Destination, safe_relative
+from walship.backup.extract import Destination, safe_relative
+from walship.streams import ChunkReader
 from walship.backup.manifest import ManifestEntry
 from walship.errors import IntegrityError
 

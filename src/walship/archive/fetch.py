@@ -25,6 +25,7 @@ from walship.errors import NotInArchive, WalshipError
 from walship.layout import wal_key
 from walship.pg.walnames import DEFAULT_SEGMENT_SIZE, Segment, check_name, is_segment
 from walship.storage import ObjectNotFound, Store
+from walship.streams import process_running
 
 _LOCK = ".lock"
 
@@ -136,21 +137,11 @@ def _drop_older(pdir: str, current: str) -> None:
                 pass
         elif ".walship-tmp." in entry:
             pid = entry.rsplit(".", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_running(int(pid)):
                 try:
                     os.unlink(os.path.join(pdir, entry))
                 except OSError:
                     pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_prefetcher(name: str, pdir: str, segment_size: int, settings, store_factory) -> int:

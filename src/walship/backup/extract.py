@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import tarfile
 import threading
@@ -33,28 +32,6 @@ from walship.errors import IntegrityError, WalshipError
 
 _BUF = 1 << 20
 TAR_BUFFER = 64 * 1024
-
-
-class ChunkReader(io.RawIOBase):
-    """A read-only file over an iterator of bytes chunks (what tarfile's stream mode reads)."""
-
-    def __init__(self, chunks: Iterable[bytes]):
-        self._chunks = iter(chunks)
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._pending:
-            try:
-                self._pending = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
 
 
 def safe_relative(name: str, what: str) -> str:

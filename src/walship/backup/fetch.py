@@ -15,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from walship import codec, logs
 from walship.backup import catalog, objects, progress, recovery
-from walship.backup.extract import ChunkReader, Destination, disk_error
+from walship.backup.extract import Destination, disk_error
 from walship.backup.manifest import parse_lines
 from walship.crypto import keyring_from_settings
 from walship.errors import ConfigError
+from walship.streams import ChunkReader
 
 STREAM_CHUNK = 256 * 1024
 

@@ -28,6 +28,7 @@ from walship import logs
 from walship.backup import objects
 from walship.layout import BACKUP_PREFIX
 from walship.storage import ObjectNotFound
+from walship.streams import process_running
 
 HEARTBEAT_S = 60.0
 STALE_AFTER_S = 15 * HEARTBEAT_S
@@ -85,19 +86,7 @@ def _dead(store, name: str, newest_write: float, now: float) -> bool:
         doc = json.loads(store.get(objects.in_progress_key(name)))
     except (ObjectNotFound, ValueError):
         return False              # too recent to judge without its announcement
-    return doc.get("host") == socket.gethostname() and not _running(int(doc.get("pid", 0)))
-
-
-def _running(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True               # runs as another user
-    return True
+    return doc.get("host") == socket.gethostname() and not process_running(int(doc.get("pid", 0)))
 
 
 def remove_leftovers(store, now: float, keep: str | None = None, dry_run: bool = False) -> list[str]:

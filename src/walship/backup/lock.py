@@ -25,6 +25,7 @@ import uuid
 from walship import logs
 from walship.errors import WalshipError
 from walship.storage import ObjectExists, ObjectNotFound
+from walship.streams import process_running
 
 LOCK_KEY = "locks/backups.lock"
 HEARTBEAT_S = 60.0
@@ -118,17 +119,7 @@ def _describe(holder: dict) -> str:
 
 def _stale(holder: dict, info) -> bool:
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-        if not _running(holder["pid"]):
+        if not process_running(holder["pid"]):
             return True
     written = info.mtime if info is not None else holder.get("written", 0)
     return time.time() - written > STALE_AFTER_S
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -25,6 +25,7 @@ from walship.errors import ConfigError, StoreError
 from walship.storage import Chunks, ObjectExists, ObjectInfo, ObjectNotFound, Store
 
 _SINGLE_PUT_LIMIT = 64 * 1024 * 1024
+# A streamed upload buffers chunk size x concurrency: 32 MiB per backup part in flight.
 _MULTIPART_CHUNK = 16 * 1024 * 1024
 
 
@@ -200,7 +201,7 @@ class S3Store(Store):
             raise ObjectExists(f"{key} already exists in {self.url}")
         try:
             obstore.put(self._store, key, data, attributes=attributes, mode=mode,
-                        use_multipart=not small, chunk_size=_MULTIPART_CHUNK, max_concurrency=4)
+                        use_multipart=not small, chunk_size=_MULTIPART_CHUNK, max_concurrency=2)
         except Exception as exc:
             if type(exc).__name__ in ("AlreadyExistsError", "PreconditionError"):
                 raise ObjectExists(f"{key} already exists in {self.url}") from None

@@ -27,19 +27,18 @@ backup_label, an offline one its pg_control; PostgreSQL finds the start there.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 from walship import logs
 from walship.backup.catalog import BackupInfo
 from walship.errors import ConfigError, IntegrityError, WalshipError
 from walship.layout import wal_key
 from walship.storage import ObjectInfo, ObjectNotFound, Store
+from walship.streams import ChunkReader
 from walship.walecompat import filters, objects, untar
 from walship.walecompat.wal import wal_key as wale_wal_key
 
@@ -218,7 +217,7 @@ def restore(store: Store, name: str, dest: str, settings, restore_spec: str | No
     def extract(key: str) -> None:
         chunks = objects.content(store, key)
         try:
-            stream = _ChunkReader(chunks)
+            stream = ChunkReader(chunks)
             extraction.partition(stream, objects.describe(store, key))
             filters.drain(stream.rest())      # runs lzop's (and gpg's) final checks
         finally:
@@ -282,31 +281,3 @@ def _prepare_tablespaces(dest: str, backup_spec: dict, restore_spec: str | None)
         os.symlink(loc.rstrip("/"), os.path.join(dest, link))
         made.append(link)
     return made
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file object over an iterator of chunks, for tarfile's stream mode."""
-
-    def __init__(self, chunks: Iterator[bytes]):
-        self._chunks = iter(chunks)
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while not self._buf:
-            try:
-                self._buf = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-        n = min(len(target), len(self._buf))
-        target[:n] = self._buf[:n]
-        self._buf = self._buf[n:]             # a view: no copy of the rest of the chunk
-        return n
-
-    def rest(self) -> Iterator[bytes]:
-        if self._buf:
-            yield bytes(self._buf)
-            self._buf = memoryview(b"")
-        yield from self._chunks
