@@ -98,3 +98,36 @@ def test_store_outage_fails_archiving_then_it_catches_up_without_gaps(cluster_fa
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
     assert archived[-1] >= during[-1]
     proxy.close()
+
+
+def test_a_60_second_outage_under_pgbench_load_loses_no_segment(cluster_factory, scratch, moto):
+    bucket = moto.new_bucket()
+    proxy = SwitchableProxy(moto.port)
+    env = {**moto.env(bucket, endpoint=proxy.endpoint), "WALSHIP_S3_MAX_RETRIES": "1",
+           "WALSHIP_S3_RETRY_TIMEOUT": "2", "WALSHIP_S3_CONNECT_TIMEOUT": "2"}
+    c = cluster_factory(15, env=env)
+    c.initdb()
+    c.set_archiving()
+    c.start()
+    tools = c.env_for_tools()
+    pg.run_as_postgres([str(c.bin / "pgbench"), "-i", "-s", "2", "-q"], env=tools)
+    r = pg.walship(["backup-push", str(c.datadir), "--progress", "none"], tools)
+    assert r.returncode == 0, r.stderr
+
+    load = subprocess.Popen([str(c.bin / "pgbench"), "-c", "2", "-T", "75", "-n"], env=tools, cwd="/tmp",
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **pg.as_postgres())
+    time.sleep(5)
+    proxy.down()
+    time.sleep(60)
+    failed_during_outage = c.scalar("SELECT failed_count FROM pg_stat_archiver")
+    waiting = len(list((c.datadir / "pg_wal" / "archive_status").glob("*.ready")))
+    proxy.up()
+    load.wait(timeout=120)
+    assert load.returncode == 0
+    assert failed_during_outage > 0 and waiting > 0
+    c.wait_archived(c.switch_wal(), timeout=300)
+
+    r = pg.walship(["verify"], tools)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "WAL: OK" in r.stdout and "verify: the repository is restorable" in r.stdout
+    proxy.close()
