@@ -62,7 +62,7 @@ def verify_part(tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: 
     """Read a part as a restore would, writing nothing: (files, bytes) that match the manifest."""
     files = total = 0
     try:
-        with tarfile.open(fileobj=tar_stream, mode="r|") as tar:
+        with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=TAR_BUFFER) as tar:
             for member in tar:
                 expected = next(manifest, None)
                 name, kind = check_member(member, expected, what)

@@ -43,7 +43,8 @@ class Extraction:
     def partition(self, stream: IO[bytes], part: str) -> None:
         """Extract one tar stream; `part` names it in messages."""
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
+            # 64 KiB reads: tarfile's default 10 KiB buffer costs a third more CPU
+            with tarfile.open(fileobj=stream, mode="r|", bufsize=64 * 1024) as tar:
                 for member in tar:
                     self._member(tar, member, part)
         except tarfile.TarError as exc:
