@@ -58,26 +58,19 @@ def check_member(member: tarfile.TarInfo, expected: ManifestEntry | None, what: 
     return name, kind
 
 
-def verify_part(tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str) -> tuple[int, int]:
-    """Read a part as a restore would, writing nothing: (files, bytes) that match the manifest."""
-    files = total = 0
+def walk_part(tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str, handle) -> None:
+    """Call handle(tar, member, expected) for every member of a part, in step with its manifest.
+
+    Any tar error (also one raised while handle reads a member's data) and a manifest
+    entry left over at the end are IntegrityErrors naming the part.
+    """
     try:
+        # tarfile copies its whole buffer on every read (two per small file): 64 KiB is cheap to copy
+        # and 16 reads per MiB of a large file (its default, 10 KiB, makes 100)
         with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=TAR_BUFFER) as tar:
             for member in tar:
-                expected = next(manifest, None)
-                name, kind = check_member(member, expected, what)
-                if kind == "file":
-                    digest, size = hashlib.sha256(), 0
-                    source = tar.extractfile(member)
-                    while block := source.read(_BUF):
-                        digest.update(block)
-                        size += len(block)
-                    if size != expected.size or digest.hexdigest() != expected.sha256:
-                        raise IntegrityError(f"{what}: {name} does not match the manifest (size or SHA-256)",
-                                             "the backup is corrupt; restore another one")
-                    files += 1
-                    total += size
-                tar.members.clear()
+                handle(tar, member, next(manifest, None))
+                tar.members.clear()       # TarFile remembers every member: memory would grow with files
     except tarfile.TarError as exc:
         raise IntegrityError(f"{what} is not a valid tar stream: {exc}",
                              "the backup is corrupt; restore another one") from None
@@ -85,7 +78,29 @@ def verify_part(tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: 
     if extra is not None:
         raise IntegrityError(f"{what} lacks {extra.path}, listed in its manifest",
                              "the backup is corrupt; restore another one")
-    return files, total
+
+
+def verify_part(tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str) -> tuple[int, int]:
+    """Read a part as a restore would, writing nothing: (files, bytes) that match the manifest."""
+    counts = [0, 0]
+
+    def check(tar, member: tarfile.TarInfo, expected: ManifestEntry | None) -> None:
+        name, kind = check_member(member, expected, what)
+        if kind != "file":
+            return
+        digest, size = hashlib.sha256(), 0
+        source = tar.extractfile(member)
+        while block := source.read(_BUF):
+            digest.update(block)
+            size += len(block)
+        if size != expected.size or digest.hexdigest() != expected.sha256:
+            raise IntegrityError(f"{what}: {name} does not match the manifest (size or SHA-256)",
+                                 "the backup is corrupt; restore another one")
+        counts[0] += 1
+        counts[1] += size
+
+    walk_part(tar_stream, manifest, what, check)
+    return counts[0], counts[1]
 
 
 class Destination:
@@ -99,21 +114,8 @@ class Destination:
 
     def extract_part(self, tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str,
                      progress=None) -> None:
-        try:
-            # tarfile copies its whole buffer on every read (two per small file): 64 KiB is cheap to copy
-            # and 16 reads per MiB of a large file (its default, 10 KiB, makes 100)
-            with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=TAR_BUFFER) as tar:
-                for member in tar:
-                    expected = next(manifest, None)
-                    self._member(tar, member, expected, what, progress)
-                    tar.members.clear()       # TarFile remembers every member: memory would grow with files
-        except tarfile.TarError as exc:
-            raise IntegrityError(f"{what} is not a valid tar stream: {exc}",
-                                 "the backup is corrupt; restore another one") from None
-        extra = next(manifest, None)
-        if extra is not None:
-            raise IntegrityError(f"{what} lacks {extra.path}, listed in its manifest",
-                                 "the backup is corrupt; restore another one")
+        walk_part(tar_stream, manifest, what,
+                  lambda tar, member, expected: self._member(tar, member, expected, what, progress))
 
     def _member(self, tar, member: tarfile.TarInfo, expected: ManifestEntry | None, what: str, progress) -> None:
         name, kind = check_member(member, expected, what)
