@@ -59,7 +59,8 @@ def test_wal_push_killed_mid_upload_leaves_only_complete_objects(repo_env, scrat
     assert sorted(o.key[4:] for o in store.list("wal/")) == names
 
 
-def test_store_outage_fails_archiving_then_it_catches_up_without_gaps(cluster_factory, scratch, moto):
+def _archiving_through_a_proxy(cluster_factory, moto):
+    """A PG15 primary archiving to S3 through a proxy that can cut the store off; short retries."""
     bucket = moto.new_bucket()
     proxy = SwitchableProxy(moto.port)
     env = {**moto.env(bucket, endpoint=proxy.endpoint), "WALSHIP_S3_MAX_RETRIES": "1",
@@ -68,6 +69,11 @@ def test_store_outage_fails_archiving_then_it_catches_up_without_gaps(cluster_fa
     c.initdb()
     c.set_archiving()
     c.start()
+    return bucket, proxy, c
+
+
+def test_store_outage_fails_archiving_then_it_catches_up_without_gaps(cluster_factory, scratch, moto):
+    bucket, proxy, c = _archiving_through_a_proxy(cluster_factory, moto)
     c.sql("CREATE TABLE t (id int, pad text)")
     first = c.switch_wal()
     c.wait_archived(first)
@@ -101,14 +107,7 @@ def test_store_outage_fails_archiving_then_it_catches_up_without_gaps(cluster_fa
 
 
 def test_a_60_second_outage_under_pgbench_load_loses_no_segment(cluster_factory, scratch, moto):
-    bucket = moto.new_bucket()
-    proxy = SwitchableProxy(moto.port)
-    env = {**moto.env(bucket, endpoint=proxy.endpoint), "WALSHIP_S3_MAX_RETRIES": "1",
-           "WALSHIP_S3_RETRY_TIMEOUT": "2", "WALSHIP_S3_CONNECT_TIMEOUT": "2"}
-    c = cluster_factory(15, env=env)
-    c.initdb()
-    c.set_archiving()
-    c.start()
+    bucket, proxy, c = _archiving_through_a_proxy(cluster_factory, moto)
     tools = c.env_for_tools()
     pg.run_as_postgres([str(c.bin / "pgbench"), "-i", "-s", "2", "-q"], env=tools)
     r = pg.walship(["backup-push", str(c.datadir), "--progress", "none"], tools)

@@ -185,8 +185,8 @@ def sync_tree(root: str) -> None:
         os.close(fd)
     for dirpath, _, filenames in os.walk(root, topdown=False):
         for name in filenames:
-            _fsync_path(os.path.join(dirpath, name), os.O_RDONLY)
-        _fsync_path(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+            fsync_path(os.path.join(dirpath, name), os.O_RDONLY)
+        fsync_path(dirpath, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def _syncfs(fd: int) -> bool:
@@ -205,7 +205,7 @@ def _syncfs(fd: int) -> bool:
     return True
 
 
-def _fsync_path(path: str, flags: int) -> None:
+def fsync_path(path: str, flags: int) -> None:
     fd = os.open(path, flags)
     try:
         os.fsync(fd)

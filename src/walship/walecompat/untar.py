@@ -21,6 +21,7 @@ import tarfile
 import threading
 from typing import IO
 
+from walship.backup.extract import fsync_path
 from walship.errors import IntegrityError
 
 _WAL_DIRS = ("pg_wal", "pg_xlog")
@@ -58,7 +59,7 @@ class Extraction:
             if mtime is not None:
                 os.utime(path, (mtime, mtime))
         for path in sorted(self._all_dirs(), key=lambda p: p.count(os.sep), reverse=True):
-            _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+            fsync_path(path, os.O_RDONLY | os.O_DIRECTORY)
 
     # --- one member ----------------------------------------------------------
     def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, part: str) -> None:
@@ -148,11 +149,3 @@ class Extraction:
                 dirs.add(path)
                 path = os.path.dirname(path)
         return dirs
-
-
-def _fsync(path: str, flags: int) -> None:
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
