@@ -28,6 +28,7 @@ DEFAULT_LEVELS = {"zstd": 3, "lz4": 0, "gzip": 6, "none": 0}
 # archive_command latency matters more than the last few percent of size: zstd -1 compresses
 # a 16 MiB segment in ~37 ms here (level 3: ~62 ms) for ~25 % more bytes.
 WAL_LEVELS = {"zstd": 1, "lz4": 0, "gzip": 1, "none": 0}
+OUTPUT_CHUNK = 1 << 20      # largest piece a decompressor hands out: bounds memory on any ratio
 
 
 def encode_header(meta: dict) -> bytes:
@@ -63,15 +64,27 @@ class _Identity:
     def flush(self) -> bytes:
         return b""
 
-    def decompress(self, data: bytes) -> bytes:
-        return bytes(data)
+
+def _zstd():
+    """PEP 784's zstd module: in the standard library from Python 3.14, backports.zstd before.
+
+    Chosen over python-zstandard because its decompressor takes max_length (memory stays
+    bounded on data that compresses 30,000:1, like zero-filled files), reports `eof` so a
+    truncated stream is caught, and hands out 1 MiB pieces instead of one joined buffer.
+    """
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        from backports import zstd  # type: ignore[no-redef]
+    return zstd
 
 
 def compressor(codec: str, level: int | None = None):
     level = DEFAULT_LEVELS[codec] if level is None else level
     if codec == "zstd":
-        import zstandard
-        return zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
+        zstd = _zstd()
+        return zstd.ZstdCompressor(options={zstd.CompressionParameter.compression_level: level,
+                                            zstd.CompressionParameter.checksum_flag: 1})
     if codec == "lz4":
         import lz4.frame
         return _Lz4Compressor(lz4.frame.LZ4FrameCompressor(compression_level=level, content_checksum=True))
@@ -99,9 +112,9 @@ class _Lz4Compressor:
 
 
 def decompressor(codec: str):
+    """A decompressor with decompress(data, max_length), eof, unused_data, and needs_input or unconsumed_tail."""
     if codec == "zstd":
-        import zstandard
-        return _ZstdDecompressor(zstandard.ZstdDecompressor().decompressobj())
+        return _zstd().ZstdDecompressor()
     if codec == "lz4":
         import lz4.frame
         return lz4.frame.LZ4FrameDecompressor()
@@ -110,27 +123,7 @@ def decompressor(codec: str):
     return _Identity()
 
 
-class _ZstdDecompressor:
-    """zstandard's decompressobj has no `eof`; track the end of the frame ourselves."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.eof = False
-
-    def decompress(self, data: bytes) -> bytes:
-        out = self.inner.decompress(data)
-        if getattr(self.inner, "eof", None) is not None:
-            self.eof = bool(self.inner.eof)
-        else:  # older zstandard: unused_data appears once the frame ended
-            self.eof = self.eof or bool(getattr(self.inner, "unused_data", b""))
-        return out
-
-
 def compress_bytes(data: bytes, codec: str, level: int | None = None) -> bytes:
-    if codec == "zstd":
-        import zstandard
-        lvl = DEFAULT_LEVELS[codec] if level is None else level
-        return zstandard.ZstdCompressor(level=lvl, write_checksum=True).compress(data)
     if codec == "lz4":
         import lz4.frame
         lvl = DEFAULT_LEVELS[codec] if level is None else level
@@ -225,21 +218,46 @@ def open_stream(chunks: Iterable[bytes], name: str = "object", keyring=None) -> 
 
 
 def decode_stream(payload: Iterable[bytes], codec: str, name: str = "object") -> Iterator[bytes]:
-    """Decompress a payload stream; IntegrityError if it is corrupt or truncated."""
+    """Decompress a payload stream in pieces of at most OUTPUT_CHUNK bytes, whatever the ratio;
+    IntegrityError if it is corrupt, truncated, or has data after its end."""
+    if codec == "none":
+        yield from payload
+        return
     dec = decompressor(codec)
     try:
         for chunk in payload:
-            if getattr(dec, "eof", False) and codec != "none" and chunk:
+            if not chunk:
+                continue
+            if dec.eof:
                 raise IntegrityError(f"{name} is corrupt: data after the end of the compressed stream")
-            out = dec.decompress(chunk)
-            if out:
-                yield out
+            yield from _inflate(dec, chunk)
+            if dec.eof and dec.unused_data:
+                raise IntegrityError(f"{name} is corrupt: data after the end of the compressed stream")
     except IntegrityError:
         raise
-    except Exception as exc:  # zstd.ZstdError, RuntimeError (lz4), zlib.error
+    except Exception as exc:  # ZstdError, RuntimeError (lz4), zlib.error, EOFError
         raise IntegrityError(f"{name} is corrupt: {codec} decompression failed ({exc})") from None
-    if codec != "none" and not getattr(dec, "eof", False):
+    if not dec.eof:
         raise IntegrityError(f"{name} is truncated: the {codec} stream ends early")
+
+
+def _inflate(dec, data: bytes) -> Iterator[bytes]:
+    """All the output of one input chunk, OUTPUT_CHUNK bytes at a time."""
+    out = dec.decompress(data, OUTPUT_CHUNK)
+    if out:
+        yield out
+    if hasattr(dec, "unconsumed_tail"):                      # zlib keeps unused input for the next call
+        while not dec.eof and (dec.unconsumed_tail or len(out) == OUTPUT_CHUNK):
+            out = dec.decompress(dec.unconsumed_tail, OUTPUT_CHUNK)
+            if not out and not dec.unconsumed_tail:
+                break
+            if out:
+                yield out
+    else:                                                    # zstd and lz4 keep it inside
+        while not dec.eof and not dec.needs_input:
+            out = dec.decompress(b"", OUTPUT_CHUNK)
+            if out:
+                yield out
 
 
 def split_header(chunks: Iterable[bytes], name: str = "object") -> tuple[dict, Iterator[bytes]]:

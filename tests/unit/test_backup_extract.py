@@ -10,9 +10,8 @@ import tarfile
 import pytest
 
 from walship.backup import tarstream, walk
-from walship.backup.extract import Destination, safe_relative
-from walship.streams import ChunkReader
-from walship.backup.manifest import ManifestEntry
+from walship.backup.extract import Destination, safe_relative, verify_part
+from walship.backup.manifest import ManifestEntry, SliceTracker
 from walship.errors import IntegrityError
 
 
@@ -46,7 +45,7 @@ def _entry_for(info: tarfile.TarInfo, data: bytes) -> ManifestEntry:
 
 def _extract(dest, members, manifest=None, links=None) -> None:
     manifest = manifest if manifest is not None else [_entry_for(i, d) for i, d in members]
-    Destination(str(dest), links or {}).extract_part(ChunkReader([_tar(*members)]), iter(manifest), "part 0")
+    Destination(str(dest), links or {}).extract_part([_tar(*members)], iter(manifest), "part 0")
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/../../evil", "/etc/evil", "./x", "a//b", ""])
@@ -107,7 +106,7 @@ def test_what_backup_push_writes_extracts_back_identical(tmp_path):
     chunks = list(tarstream.tar_chunks(walk.walk(str(src)), manifest.append))
     dest = tmp_path / "dest"
     dest.mkdir()
-    Destination(str(dest), {}).extract_part(ChunkReader(chunks), iter(manifest), "part 0")
+    Destination(str(dest), {}).extract_part(chunks, iter(manifest), "part 0")
     for entry in manifest:
         if entry.type == "file":
             assert (dest / entry.path).read_bytes() == (src / entry.path).read_bytes()
@@ -130,6 +129,145 @@ def test_files_that_vanish_or_shrink_during_the_backup_are_handled(tmp_path):
     assert "base/dropped" not in {e.path for e in manifest}
     dest = tmp_path / "dest"
     dest.mkdir()
-    Destination(str(dest), {}).extract_part(ChunkReader(chunks), iter(manifest), "part 0")
+    Destination(str(dest), {}).extract_part(chunks, iter(manifest), "part 0")
     assert (dest / "base" / "truncated").read_bytes() == b"t" * 100
     assert not (dest / "base" / "dropped").exists()
+
+
+def _pgdata(tmp_path, files: dict[str, bytes]):
+    src = tmp_path / "pgdata"
+    (src / "global").mkdir(parents=True)
+    (src / "PG_VERSION").write_text("15\n")
+    for name, data in files.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    return src
+
+
+def _parts(entries, part_size):
+    """Each part of the plan as (chunks, manifest)."""
+    parts = []
+    for plan in tarstream.plan_parts(entries, part_size, 1000):
+        manifest: list[ManifestEntry] = []
+        parts.append((list(tarstream.tar_chunks(plan, manifest.append)), manifest))
+    return parts
+
+
+def test_a_file_larger_than_a_part_is_sliced_and_restored_whole_in_any_order(tmp_path):
+    big = os.urandom(5 * tarstream.CHUNK + 333)
+    src = _pgdata(tmp_path, {"base/5/16384": big, "base/5/16385": b"small"})
+    os.chmod(src / "base/5/16384", 0o640)
+    os.utime(src / "base/5/16384", (1_600_000_000, 1_600_000_000))
+    parts = _parts(walk.walk(str(src)), 2 * tarstream.CHUNK)
+    slices = [e for _, m in parts for e in m if e.path == "base/5/16384"]
+    assert len(slices) >= 3 and len({e.offset for e in slices}) == len(slices)
+    assert sum(e.size for e in slices) == len(big) and {e.file_size for e in slices} == {len(big)}
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    destination = Destination(str(dest), {})
+    for number, (chunks, manifest) in reversed(list(enumerate(parts))):    # parts restore in any order
+        destination.extract_part(chunks, iter(manifest), f"part {number}")
+    destination.finish("backup")
+    restored = dest / "base/5/16384"
+    assert restored.read_bytes() == big
+    assert oct(restored.stat().st_mode & 0o777) == "0o640" and restored.stat().st_mtime == 1_600_000_000
+    assert (dest / "base/5/16385").read_bytes() == b"small"
+
+
+def test_a_restore_missing_a_slice_is_refused_at_the_end(tmp_path):
+    src = _pgdata(tmp_path, {"base/5/16384": os.urandom(5 * tarstream.CHUNK)})
+    parts = _parts(walk.walk(str(src)), 2 * tarstream.CHUNK)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    destination = Destination(str(dest), {})
+    for number, (chunks, manifest) in enumerate(parts):
+        if any(e.offset for e in manifest) and number == len(parts) - 1:
+            continue                                     # the part holding the file's last slice is lost
+        destination.extract_part(chunks, iter(manifest), f"part {number}")
+    with pytest.raises(IntegrityError, match="base/5/16384 is incomplete"):
+        destination.finish("backup")
+
+
+def test_slices_that_overlap_or_repeat_are_refused(tmp_path):
+    src = _pgdata(tmp_path, {"base/5/16384": os.urandom(5 * tarstream.CHUNK)})
+    parts = _parts(walk.walk(str(src)), 2 * tarstream.CHUNK)
+    sliced = [(c, m) for c, m in parts if any(e.offset is not None for e in m)]
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    destination = Destination(str(dest), {})
+    for number, (chunks, manifest) in enumerate(parts):
+        destination.extract_part(chunks, iter(manifest), f"part {number}")
+    chunks, manifest = sliced[1]
+    destination.extract_part(chunks, iter(manifest), "a part stored twice")
+    with pytest.raises(IntegrityError, match="overlaps"):
+        destination.finish("backup")
+
+
+def test_a_whole_file_member_cannot_take_the_place_of_a_sliced_file(tmp_path):
+    src = _pgdata(tmp_path, {"base/5/16384": os.urandom(3 * tarstream.CHUNK)})
+    parts = _parts(walk.walk(str(src)), 2 * tarstream.CHUNK)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    destination = Destination(str(dest), {})
+    destination.extract_part(*parts[-1][:1], iter(parts[-1][1]), "part with a slice")
+    info, data = _file("base/5/16384", b"impostor")
+    with pytest.raises(IntegrityError, match="twice"):
+        destination.extract_part([_tar((info, data))], iter([_entry_for(info, data)]), "hostile part")
+
+
+def test_slices_of_a_file_dropped_during_the_backup_hold_zeros_and_restore_whole(tmp_path):
+    src = _pgdata(tmp_path, {"base/5/16384": b"r" * (3 * tarstream.CHUNK)})
+    entries = list(walk.walk(str(src)))
+    (src / "base/5/16384").unlink()                       # DROP TABLE after the walk: replay drops it again
+    parts = _parts(entries, 2 * tarstream.CHUNK)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    destination = Destination(str(dest), {})
+    for number, (chunks, manifest) in enumerate(parts):
+        destination.extract_part(chunks, iter(manifest), f"part {number}")
+    destination.finish("backup")
+    assert (dest / "base/5/16384").read_bytes() == bytes(3 * tarstream.CHUNK)
+
+
+def test_verify_reads_slices_and_finds_a_missing_one(tmp_path):
+    src = _pgdata(tmp_path, {"base/5/16384": os.urandom(5 * tarstream.CHUNK)})
+    parts = _parts(walk.walk(str(src)), 2 * tarstream.CHUNK)
+    tracker = SliceTracker()
+    files = sum(verify_part(c, iter(m), f"part {n}", tracker)[0] for n, (c, m) in enumerate(parts))
+    tracker.check_complete("backup")
+    assert files == 2                                    # PG_VERSION, and the sliced file once
+    partial = SliceTracker()
+    for n, (c, m) in enumerate(parts[:-1]):
+        verify_part(c, iter(m), f"part {n}", partial)
+    with pytest.raises(IntegrityError, match="incomplete"):
+        partial.check_complete("backup")
+
+
+def test_long_and_non_ascii_names_round_trip_through_pax_headers(tmp_path):
+    name = "base/5/" + "é" * 60 + "x" * 90                 # over ustar's 100-byte name field
+    src = _pgdata(tmp_path, {name: b"data"})
+    [(chunks, manifest)] = _parts(walk.walk(str(src)), 1 << 30)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    Destination(str(dest), {}).extract_part(chunks, iter(manifest), "part 0")
+    assert (dest / name).read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("damage", ["cut inside a file", "cut before the end marker", "bad header checksum",
+                                    "data after the end marker"])
+def test_a_damaged_tar_stream_is_refused_with_the_part_named(tmp_path, damage):
+    src = _pgdata(tmp_path, {"base/5/1": os.urandom(3000), "base/5/2": b"x" * 100})
+    [(chunks, manifest)] = _parts(walk.walk(str(src)), 1 << 30)
+    stream = b"".join(chunks)
+    if damage == "cut inside a file":
+        stream = stream[:len(stream) // 2]
+    elif damage == "cut before the end marker":
+        stream = stream[:-2 * 512]
+    elif damage == "bad header checksum":
+        stream = stream[:100] + bytes([stream[100] ^ 1]) + stream[101:]
+    else:
+        stream += b"garbage"
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(IntegrityError, match="part 7 is not a valid tar stream"):
+        Destination(str(dest), {}).extract_part([stream], iter(manifest), "part 7")

@@ -65,3 +65,14 @@ def test_parts_are_bounded_by_size_and_by_member_count():
     entries = [walk.Entry(f"f{i}", "", "file", 0o600, 0, 1000) for i in range(10)]
     assert [len(p) for p in tarstream.plan_parts(entries, 3000, 100)] == [2, 2, 2, 2, 2]
     assert [len(p) for p in tarstream.plan_parts(entries, 10**9, 4)] == [4, 4, 2]
+
+
+def test_files_larger_than_a_part_are_sliced_to_fill_parts():
+    def entry(name, size):
+        return walk.Entry(name, "/nonexistent/" + name, "file", 0o600, 0, size)
+    part = 10 << 20
+    plan = list(tarstream.plan_parts([entry("a", 4 << 20), entry("big", 25 << 20), entry("b", 100)], part, 100))
+    items = [[(getattr(i, "offset", None), getattr(i, "length", None)) if hasattr(i, "offset") else i.name
+              for i in p] for p in plan]
+    first = part - (512 + (4 << 20))                     # the first slice fills what "a" (and its header) left
+    assert items == [["a", (0, first)], [(first, part)], [(first + part, (25 << 20) - first - part), "b"]]

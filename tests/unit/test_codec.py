@@ -56,6 +56,41 @@ def test_truncated_stream_is_detected(name):
         b"".join(codec.decode_stream(payload, name, "part"))
 
 
+@pytest.mark.parametrize("name", ["zstd", "lz4", "gzip"])
+def test_decompression_hands_out_bounded_pieces_of_zero_filled_data(name):
+    # 256 MiB of zeros compress to a few KiB: a decompressor that returns all the output of
+    # one input chunk at once would need the whole 256 MiB in memory.
+    size = 256 << 20
+    encoded = b"".join(codec.encode_stream((bytes(16 << 20) for _ in range(16)), name))
+    assert len(encoded) < size // 100
+    _, payload = codec.split_header([encoded])
+    total = 0
+    for piece in codec.decode_stream(payload, name):
+        assert len(piece) <= codec.OUTPUT_CHUNK
+        assert not any(piece[::4096])
+        total += len(piece)
+    assert total == size
+
+
+@pytest.mark.parametrize("name", ["zstd", "lz4", "gzip"])
+def test_stream_missing_only_its_last_bytes_is_truncated(name):
+    # zstd and lz4 end with a content checksum; gzip with CRC and length: losing them loses no data
+    # bytes, yet the object is incomplete and must not be taken as whole
+    encoded = b"".join(codec.encode_stream([b"walship" * 50000], name))
+    _, payload = codec.split_header([encoded[:-3]])
+    with pytest.raises(IntegrityError, match="truncated"):
+        b"".join(codec.decode_stream(payload, name, "part"))
+
+
+@pytest.mark.parametrize("name", ["zstd", "lz4", "gzip"])
+def test_bytes_after_the_end_of_the_stream_are_refused(name):
+    encoded = b"".join(codec.encode_stream([b"walship" * 50000], name))
+    for pieces in ([encoded + b"trailing"], [encoded, b"trailing"]):
+        _, payload = codec.split_header(pieces)
+        with pytest.raises(IntegrityError, match="after the end"):
+            b"".join(codec.decode_stream(payload, name, "part"))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_header_parser_rejects_garbage_cleanly(data):

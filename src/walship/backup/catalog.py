@@ -16,7 +16,7 @@ from walship.errors import IntegrityError, WalshipError
 from walship.layout import BACKUP_PREFIX
 from walship.storage import ObjectNotFound
 
-MARKER_FORMAT = 1
+MARKER_FORMAT = 2            # 2: files larger than a part may be stored as slices
 
 
 class BackupNotFound(WalshipError):
@@ -62,9 +62,12 @@ class Marker:
     def from_json(cls, data: bytes, what: str) -> "Marker":
         try:
             doc = json.loads(data)
+            if int(doc.get("format", 1)) > MARKER_FORMAT:
+                raise WalshipError(f"{what} was written by a newer walship (backup format {doc['format']})",
+                                   "upgrade walship to restore it")
             info = BackupInfo(**{f.name: doc[f.name] for f in fields(BackupInfo)})
             return cls(info, int(doc["parts"]), int(doc["files"]), str(doc["codec"]), dict(doc["tablespaces"]))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise IntegrityError(f"{what} is corrupt (not a walship completion marker)",
                                  "delete that backup with `walship delete --before`") from None
 

@@ -9,7 +9,11 @@ FIFOs are refused.
 
 Every member must be the next line of the part's manifest (same path and
 type); a file's size and SHA-256 are computed while it is written and must
-equal the manifest's.
+equal the manifest's. The slices of a file larger than a part arrive in
+several parts, possibly at once: the first to arrive creates the file
+(O_EXCL, so no other member can have made it), each is written at its offset
+with pwrite(2), and `finish` refuses the restore unless they tile the file
+exactly, then gives it its mode and time.
 
 Durability: once every part is in, `Destination.finish` flushes the whole
 restore with one syncfs(2) per filesystem (what initdb and pg_basebackup do
@@ -23,15 +27,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import tarfile
 import threading
-from typing import IO, Iterable, Iterator
+from typing import Iterable, Iterator
 
-from walship.backup.manifest import ManifestEntry
+from walship.backup.manifest import ManifestEntry, SliceTracker
+from walship.backup.tarreader import Member, TarFormatError, TarReader
 from walship.errors import IntegrityError, WalshipError
-
-_BUF = 1 << 20
-TAR_BUFFER = 64 * 1024
 
 
 def safe_relative(name: str, what: str) -> str:
@@ -44,34 +45,30 @@ def safe_relative(name: str, what: str) -> str:
     return name
 
 
-def check_member(member: tarfile.TarInfo, expected: ManifestEntry | None, what: str) -> tuple[str, str]:
-    """(name, kind) of a member that is safe and is the manifest's next entry; IntegrityError otherwise."""
+def check_member(member: Member, expected: ManifestEntry | None, what: str) -> str:
+    """The name of a member that is safe and is the manifest's next entry; IntegrityError otherwise."""
     name = safe_relative(member.name, what)
-    kind = "file" if member.isreg() else "dir" if member.isdir() else "link" if member.issym() else None
-    if kind is None:
+    if member.kind not in ("file", "dir", "link"):
         raise IntegrityError(f"{what} holds {name!r}, which is not a file, directory or tablespace link",
                              "refusing to extract: the backup is corrupt or was tampered with")
-    if expected is None or expected.path != name or expected.type != kind:
+    if expected is None or expected.path != name or expected.type != member.kind:
         raise IntegrityError(f"{what}: member {name!r} does not match its manifest "
                              f"(expected {expected.path if expected else 'the end of the part'!r})",
                              "the backup is corrupt; restore another one")
-    return name, kind
+    return name
 
 
-def walk_part(tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str, handle) -> None:
-    """Call handle(tar, member, expected) for every member of a part, in step with its manifest.
+def walk_part(chunks: Iterable[bytes], manifest: Iterator[ManifestEntry], what: str, handle) -> None:
+    """Call handle(reader, member, expected) for every member of a part, in step with its manifest.
 
-    Any tar error (also one raised while handle reads a member's data) and a manifest
-    entry left over at the end are IntegrityErrors naming the part.
+    A malformed or truncated tar stream (also one met while handle reads a member's
+    content) and a manifest entry left over at the end are IntegrityErrors naming the part.
     """
+    reader = TarReader(chunks)
     try:
-        # tarfile copies its whole buffer on every read (two per small file): 64 KiB is cheap to copy
-        # and 16 reads per MiB of a large file (its default, 10 KiB, makes 100)
-        with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=TAR_BUFFER) as tar:
-            for member in tar:
-                handle(tar, member, next(manifest, None))
-                tar.members.clear()       # TarFile remembers every member: memory would grow with files
-    except tarfile.TarError as exc:
+        for member in reader.members():
+            handle(reader, member, next(manifest, None))
+    except TarFormatError as exc:
         raise IntegrityError(f"{what} is not a valid tar stream: {exc}",
                              "the backup is corrupt; restore another one") from None
     extra = next(manifest, None)
@@ -80,26 +77,34 @@ def walk_part(tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: st
                              "the backup is corrupt; restore another one")
 
 
-def verify_part(tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str) -> tuple[int, int]:
-    """Read a part as a restore would, writing nothing: (files, bytes) that match the manifest."""
+def _check_content(digest, size: int, expected: ManifestEntry, name: str, what: str) -> None:
+    if size != expected.size or digest.hexdigest() != expected.sha256:
+        where = f" (slice at {expected.offset})" if expected.offset is not None else ""
+        raise IntegrityError(f"{what}: {name}{where} does not match the manifest (size or SHA-256)",
+                             "the backup is corrupt; restore another one")
+
+
+def verify_part(chunks: Iterable[bytes], manifest: Iterator[ManifestEntry], what: str,
+                slices: SliceTracker) -> tuple[int, int]:
+    """Read a part as a restore would, writing nothing: (files, bytes) that match the manifest.
+    Slices of large files go to `slices`, whose check_complete the caller runs once all parts are read."""
     counts = [0, 0]
 
-    def check(tar, member: tarfile.TarInfo, expected: ManifestEntry | None) -> None:
-        name, kind = check_member(member, expected, what)
-        if kind != "file":
+    def check(reader: TarReader, member: Member, expected: ManifestEntry | None) -> None:
+        name = check_member(member, expected, what)
+        if member.kind != "file":
             return
+        if expected.offset is not None:
+            slices.add(expected, what)
         digest, size = hashlib.sha256(), 0
-        source = tar.extractfile(member)
-        while block := source.read(_BUF):
-            digest.update(block)
-            size += len(block)
-        if size != expected.size or digest.hexdigest() != expected.sha256:
-            raise IntegrityError(f"{what}: {name} does not match the manifest (size or SHA-256)",
-                                 "the backup is corrupt; restore another one")
-        counts[0] += 1
+        for piece in reader.data():
+            digest.update(piece)
+            size += len(piece)
+        _check_content(digest, size, expected, name, what)
+        counts[0] += expected.starts_file
         counts[1] += size
 
-    walk_part(tar_stream, manifest, what, check)
+    walk_part(chunks, manifest, what, check)
     return counts[0], counts[1]
 
 
@@ -109,51 +114,65 @@ class Destination:
     def __init__(self, dest: str, tablespace_links: dict[str, str]):
         self.dest = dest
         self.tablespace_links = tablespace_links          # "pg_tblspc/<oid>" -> target made beforehand
+        self.slices = SliceTracker()
         self._dirs: set[str] = {dest}                      # made already: saves a makedirs per file
+        self._sliced_meta: dict[str, tuple[int, float]] = {}   # sliced file -> (mode, mtime), set at the end
         self._lock = threading.Lock()
 
-    def extract_part(self, tar_stream: IO[bytes], manifest: Iterator[ManifestEntry], what: str,
+    def extract_part(self, chunks: Iterable[bytes], manifest: Iterator[ManifestEntry], what: str,
                      progress=None) -> None:
-        walk_part(tar_stream, manifest, what,
-                  lambda tar, member, expected: self._member(tar, member, expected, what, progress))
+        walk_part(chunks, manifest, what,
+                  lambda reader, member, expected: self._member(reader, member, expected, what, progress))
 
-    def _member(self, tar, member: tarfile.TarInfo, expected: ManifestEntry | None, what: str, progress) -> None:
-        name, kind = check_member(member, expected, what)
+    def _member(self, reader: TarReader, member: Member, expected: ManifestEntry | None, what: str,
+                progress) -> None:
+        name = check_member(member, expected, what)
         path = os.path.join(self.dest, name)
         self._make_parents(name)
-        if kind == "link":
+        if member.kind == "link":
             if name not in self.tablespace_links:
                 raise IntegrityError(f"{what} holds a symbolic link {name!r} that is not a tablespace of this restore",
                                      "refusing to extract: the backup is corrupt or was tampered with")
             return                                   # made beforehand, where the operator wants it
-        if kind == "dir":
+        if member.kind == "dir":
             if name not in self.tablespace_links:
                 self._mkdir(path, member.mode)
             return
+        sliced = expected.offset is not None
+        if sliced:
+            self.slices.add(expected, what)
+        fd = self._open_slice(path, name, member, what) if sliced else self._create(path, name, what)
         digest = hashlib.sha256()
-        size = 0
-        source = tar.extractfile(member)
+        position = expected.offset or 0
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            raise IntegrityError(f"{what} holds {name!r} twice", "the backup is corrupt; restore another one") from None
-        try:
-            while True:
-                block = source.read(_BUF)
-                if not block:
-                    break
-                digest.update(block)
-                _write_all(fd, block)
-                size += len(block)
+            for piece in reader.data():
+                digest.update(piece)
+                _write_all(fd, piece, position)
+                position += len(piece)
                 if progress:
-                    progress.advance(len(block))
-            os.fchmod(fd, member.mode & 0o7777)
-            os.utime(fd, (member.mtime, member.mtime))
+                    progress.advance(len(piece))
+            if not sliced:
+                os.fchmod(fd, member.mode & 0o7777)
+                os.utime(fd, (member.mtime, member.mtime))
         finally:
             os.close(fd)
-        if size != expected.size or digest.hexdigest() != expected.sha256:
-            raise IntegrityError(f"{what}: {name} does not match the manifest (size or SHA-256)",
-                                 "the backup is corrupt; restore another one")
+        _check_content(digest, position - (expected.offset or 0), expected, name, what)
+
+    @staticmethod
+    def _create(path: str, name: str, what: str) -> int:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            raise IntegrityError(f"{what} holds {name!r} twice", "the backup is corrupt; restore another one") from None
+
+    def _open_slice(self, path: str, name: str, member: Member, what: str) -> int:
+        """The first slice of a file to arrive creates it (exclusively: no other member may); the others open it."""
+        with self._lock:
+            if name in self._sliced_meta:
+                return os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            fd = self._create(path, name, what)
+            self._sliced_meta[name] = (member.mode, member.mtime)
+            return fd
 
     def _make_parents(self, name: str) -> None:
         """The parent's own member may be in a part another thread has not reached: make it 0700 meanwhile."""
@@ -169,8 +188,14 @@ class Destination:
         with self._lock:
             self._dirs.add(path)
 
-    def finish(self, extra_roots: Iterable[str] = ()) -> None:
-        """Make everything written durable: the destination and the tablespace locations outside it."""
+    def finish(self, what: str, extra_roots: Iterable[str] = ()) -> None:
+        """Check that every sliced file is whole, give it its mode and time, and make everything durable:
+        the destination and the tablespace locations outside it."""
+        self.slices.check_complete(what)
+        for name, (mode, mtime) in self._sliced_meta.items():
+            path = os.path.join(self.dest, name)
+            os.chmod(path, mode & 0o7777, follow_symlinks=False)
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
         for root in (self.dest, *extra_roots):
             sync_tree(root)
 
@@ -213,10 +238,12 @@ def fsync_path(path: str, flags: int) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data, position: int) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        written = os.pwrite(fd, view, position)
+        view = view[written:]
+        position += written
 
 
 def disk_error(exc: OSError, dest: str) -> WalshipError:

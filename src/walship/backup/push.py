@@ -8,7 +8,9 @@
 
 Memory stays bounded whatever the size and number of files: the walk is lazy,
 at most `backup_concurrency` parts are in flight, a part holds at most
-MAX_MEMBERS entries, and data flows through in 1 MiB chunks.
+MAX_MEMBERS entries, and data flows through in 1 MiB chunks. A file larger than
+a part is sliced across parts, so that one large file is read, compressed and
+later restored by several workers.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class PartStats:
     def __init__(self):
         self.size = 0          # file bytes read
         self.stored = 0        # bytes written to the repository
-        self.files = 0         # manifest entries
+        self.files = 0         # files (a sliced file counts once)
         self._lock = threading.Lock()
 
     def add(self, size: int, stored: int, files: int) -> None:
@@ -190,7 +192,7 @@ class _Uploader:
         self.store.put(objects.part_key(self.name, number), _counting(body, stored.add))
         manifest_blob = manifest.finish()
         self.store.put(objects.part_manifest_key(self.name, number), manifest_blob)
-        self.stats.add(manifest.file_bytes, stored.total + len(manifest_blob), manifest.entries)
+        self.stats.add(manifest.file_bytes, stored.total + len(manifest_blob), manifest.files)
 
 
 class _Counter:
@@ -214,12 +216,12 @@ class _ManifestWriter:
         self.codec_name, self.keyring, self.meta = codec_name, keyring, meta
         self.blob = bytearray()                    # the compressed lines; framed (and sealed) by finish
         self.compressor = codec.compressor(codec_name, level)
-        self.entries = 0
+        self.files = 0
         self.file_bytes = 0
 
     def add(self, entry: ManifestEntry) -> None:
         self.blob += self.compressor.compress(entry.line())
-        self.entries += 1
+        self.files += entry.starts_file
         self.file_bytes += entry.size
 
     def finish(self) -> bytes:

@@ -19,17 +19,20 @@ def check(store, backup, keyring, workers: int) -> tuple[list[str], dict]:
     from walship.backup import catalog, objects
     from walship.backup.extract import verify_part
     from walship.backup.fetch import part_manifest, part_stream
+    from walship.backup.manifest import SliceTracker
 
     try:
         marker = catalog.read_marker(store, backup.name)
     except WalshipError as exc:
         return [exc.one_line()], {"checked": False}
 
+    slices = SliceTracker()
+
     def one(number: int):
         what = f"{objects.part_key(backup.name, number)} in {store.url}"
         try:
             return verify_part(part_stream(store, backup.name, number, keyring),
-                               part_manifest(store, backup.name, number, keyring), what), None
+                               part_manifest(store, backup.name, number, keyring), what, slices), None
         except WalshipError as exc:
             return (0, 0), exc.one_line()
 
@@ -40,4 +43,9 @@ def check(store, backup, keyring, workers: int) -> tuple[list[str], dict]:
             total += n_bytes
             if error:
                 problems.append(error)
+    if not problems:
+        try:
+            slices.check_complete(f"backup {backup.name} in {store.url}")
+        except WalshipError as exc:
+            problems.append(exc.one_line())
     return problems, {"checked": True, "parts": marker.parts, "files": files, "bytes": total}
