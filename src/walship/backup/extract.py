@@ -35,6 +35,11 @@ from walship.backup.tarreader import Member, TarFormatError, TarReader
 from walship.errors import IntegrityError, WalshipError
 
 
+WRITEBACK_STEP = 128 << 20    # start writing a large file to disk every this many bytes (8, 32, 128 MiB
+                              # measured alike within noise here, 128 best: 4.8 s against 5.2 without)
+WRITEBACK_MIN = 1 << 20       # ... and its tail when at least this large (smaller files: the final syncfs)
+
+
 def safe_relative(name: str, what: str) -> str:
     """The member name as a relative path, or IntegrityError when it could reach outside."""
     parts = name.split("/")
@@ -143,14 +148,19 @@ class Destination:
             self.slices.add(expected, what)
         fd = self._open_slice(path, name, member, what) if sliced else self._create(path, name, what)
         digest = hashlib.sha256()
-        position = expected.offset or 0
+        position = flushed = expected.offset or 0
         try:
             for piece in reader.data():
                 digest.update(piece)
                 _write_all(fd, piece, position)
                 position += len(piece)
+                if position - flushed >= WRITEBACK_STEP:
+                    start_writeback(fd, flushed, position - flushed)
+                    flushed = position
                 if progress:
                     progress.advance(len(piece))
+            if position - flushed >= WRITEBACK_MIN:
+                start_writeback(fd, flushed, position - flushed)
             if not sliced:
                 os.fchmod(fd, member.mode & 0o7777)
                 os.utime(fd, (member.mtime, member.mtime))
@@ -198,6 +208,35 @@ class Destination:
             os.utime(path, (mtime, mtime), follow_symlinks=False)
         for root in (self.dest, *extra_roots):
             sync_tree(root)
+
+
+def _load_sync_file_range():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return call
+
+
+_sync_file_range = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing these bytes to disk now, without waiting (Linux).
+
+    Otherwise they would stay dirty in the page cache until the final syncfs (the
+    kernel starts on its own only past gigabytes of dirty memory), which would
+    then wait for all of them: writing behind the extraction hides that wait.
+    Best effort: errors surface at the syncfs that follows.
+    """
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def sync_tree(root: str) -> None:
