@@ -42,7 +42,27 @@ def main(argv: list[str] | None = None) -> int:
         # the plain archive_command form needs no argument parser (~25 ms saved per cold call)
         from types import SimpleNamespace
         return _execute("wal-push", SimpleNamespace(command="wal-push", wal_path=argv[1]))
+    fetch = _plain_wal_fetch(argv)
+    if fetch is not None:
+        # restore_command runs once per file during recovery, several times where nothing is found
+        # (the next segment, timeline history files): building the parser would cost ~25 ms each
+        return _execute("wal-fetch", fetch)
     return _run(argv)
+
+
+def _plain_wal_fetch(argv: list[str]):
+    """The arguments of `wal-fetch NAME PATH [--repo URL] [--config FILE]`, the form backup-fetch
+    writes into restore_command; None for any other command line (the parser handles it)."""
+    if len(argv) not in (3, 5, 7) or argv[0] != "wal-fetch" or any(a.startswith("-") for a in argv[1:3]):
+        return None
+    options = dict(zip(argv[3::2], argv[4::2]))
+    if len(options) != (len(argv) - 3) // 2 or not set(options) <= {"--repo", "--config"}:
+        return None
+    if any(not v or v.startswith("-") for v in options.values()):
+        return None
+    from types import SimpleNamespace
+    return SimpleNamespace(command="wal-fetch", wal_name=argv[1], dest_path=argv[2],
+                           repo=options.get("--repo"), config=options.get("--config"))
 
 
 def _fast_wal_push(wal_path: str) -> int | None:

@@ -17,7 +17,7 @@ import hashlib
 import json
 import struct
 import zlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from walship.errors import IntegrityError
 

@@ -21,7 +21,6 @@ import base64
 import hashlib
 import os
 import struct
-import subprocess
 from typing import Iterable, Iterator
 
 from walship.errors import ConfigError, IntegrityError
@@ -94,6 +93,8 @@ def keyring_from_settings(settings) -> Keyring | None:
         if st.st_mode & 0o077:
             raise ConfigError(f"the encryption key file {path} is readable by others", f"chmod 600 {path}")
         return Keyring(_parse_keys(text, path))
+    import subprocess   # here: only a key command needs it
+
     try:
         out = subprocess.run(settings.encryption_key_command, shell=True, capture_output=True, text=True,
                              timeout=60)

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from walship import codec, logs
 from walship.archive.spool import PREFETCH_NAME
@@ -107,6 +105,8 @@ def _start_prefetcher(name: str, pdir: str, segment_size: int, settings) -> None
     wanted = _wanted(name, segment_size, settings.fetch_prefetch)
     if all(os.path.exists(os.path.join(pdir, w)) for w in wanted):
         return
+    import subprocess   # here, not at the top: most restore_command calls start no prefetcher
+
     # Detached: PostgreSQL's system() call returns when this process exits.
     cmd = [sys.executable, "-m", "walship", "wal-prefetch", name, pdir, str(segment_size)]
     try:
@@ -172,6 +172,8 @@ def run_prefetcher(name: str, pdir: str, segment_size: int, settings, store_fact
                 return False
             _write_atomically(os.path.join(pdir, seg_name), data)
             return True
+
+        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(4, len(wanted))) as pool:
             list(pool.map(one, wanted))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import uuid
 from typing import Iterable, Iterator
 from urllib.parse import unquote, urlparse
 
@@ -59,7 +58,7 @@ class LocalStore(Store):
     def put(self, key: str, data: bytes | Chunks, *, if_absent: bool = False) -> None:
         path = self._path(key)
         directory = os.path.dirname(path)
-        tmp = f"{path}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}"
+        tmp = f"{path}.{os.urandom(6).hex()}{_TMP_SUFFIX}"
         try:
             os.makedirs(directory, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)

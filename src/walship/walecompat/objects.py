@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Generator, Iterator
+from collections.abc import Generator, Iterator
 
 from walship.errors import IntegrityError
 from walship.storage import Store
-from walship.walecompat import filters, gpg, lzop
 
 _PEEK = 64
 
@@ -31,6 +30,8 @@ def content(store: Store, key: str) -> Generator[bytes, None, None]:
     what = describe(store, key)
     chunks = store.stream(key)
     head, chunks = _peek(chunks, _PEEK)
+    # imported once an object is there: wal-fetch looks here for every file walship lacks
+    from walship.walecompat import filters, gpg, lzop
     if head.startswith(lzop.MAGIC):
         stages = [lzop.decompress_filter(what)]
     elif gpg.looks_encrypted(head):
