@@ -253,3 +253,58 @@ def test_a_tablespace_is_restored_where_the_operator_asks_and_push_retain_expire
     assert restored.scalar("SELECT pg_tablespace_location(%s::oid)", (oid,)) == str(moved)
     relation = restored.scalar("SELECT pg_relation_filepath('far')")
     assert (moved / relation.split("/", 2)[2]).exists()
+
+
+@pytest.mark.parametrize("switch", ["--primary", "archive_timeout"])
+def test_a_backup_taken_on_a_standby_restores_what_the_primary_committed(switch, cluster_factory, scratch):
+    require_version(15)
+    repo_env = _file_repo(scratch)
+    primary = _primary(cluster_factory, 15, repo_env)
+    primary.sql("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+    primary.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+    standby = cluster_factory(15, name="standby", env=repo_env)
+    pg.run_as_postgres([str(primary.bin / "pg_basebackup"), "-h", str(primary.sockdir), "-p", str(primary.port),
+                        "-U", "postgres", "-D", str(standby.datadir), "-X", "stream", "-c", "fast", "-R"],
+                       env=primary.env)
+    standby.configure(f"port = {standby.port}\nunix_socket_directories = '{standby.sockdir}'\n")
+    standby.start()
+    primary.sql("INSERT INTO t SELECT g, 'streamed' FROM generate_series(20001, 30000) g")
+    deadline = time.time() + 60
+    while standby.scalar("SELECT count(*) FROM t") != 30000:
+        assert time.time() < deadline, "the standby did not catch up"
+        time.sleep(0.2)
+
+    if switch == "--primary":
+        # --primary only makes sense on a standby
+        r = pg.walship(["backup-push", str(primary.datadir), "--progress", "none", "--primary", primary.conninfo],
+                       _cli_env(primary))
+        assert r.returncode != 0 and "--primary is for backups taken on a standby" in r.stderr
+        # the primary switches segments at walship's request: the backup's last segment is archived at once
+        r = pg.walship(["backup-push", str(standby.datadir), "--progress", "none", "--primary", primary.conninfo],
+                       _cli_env(standby), timeout=300)
+    else:
+        # without --primary walship waits until the primary completes the segment on its own
+        primary.sql("ALTER SYSTEM SET archive_timeout = '1s'")
+        primary.sql("SELECT pg_reload_conf()")
+        push = subprocess.Popen([pg.WALSHIP, "backup-push", str(standby.datadir), "--progress", "none"],
+                                env=_cli_env(standby), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                **pg.as_postgres())
+        n = 100000
+        while push.poll() is None:                 # a primary at work: archive_timeout switches segments
+            primary.sql(f"INSERT INTO t VALUES ({n}, 'during')")
+            n += 1
+            time.sleep(0.1)
+        r = subprocess.CompletedProcess(push.args, push.returncode, *push.communicate())
+    assert r.returncode == 0, r.stderr
+    [backup] = _backups(repo_env)
+    primary.sql("INSERT INTO t SELECT g, 'after' FROM generate_series(30001, 31000) g")
+    source = _digest(primary, "t", "id::text || pad", "id")
+    primary.wait_archived(primary.switch_wal())
+    standby.stop()
+    primary.kill9()
+
+    restored = _restore(15, cluster_factory, "from_standby", repo_env, "LATEST")
+    assert "BACKUP FROM: standby" in (restored.datadir / "backup_label.old").read_text()
+    assert _digest(restored, "t", "id::text || pad", "id") == source
+    assert backup["name"].startswith("base_")
+    _check_integrity(restored)

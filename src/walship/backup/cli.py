@@ -11,6 +11,9 @@ def add_parsers(sub, common) -> None:
     p = sub.add_parser("backup-push", parents=[common], help="take a hot base backup of a running cluster")
     p.add_argument("pgdata")
     p.add_argument("--pg", help="libpq connection string (default: PGHOST, PGPORT, PGUSER, PGDATABASE)")
+    p.add_argument("--primary", metavar="CONNINFO",
+                   help="backing up a standby: the primary, where walship runs pg_switch_wal() at the end so "
+                        "that the WAL ending the backup is archived at once instead of at its archive_timeout")
     p.add_argument("--retain", type=int, help="after success, keep only the newest N backups (and their WAL)")
     p.add_argument("--pool-size", type=int, dest="backup_concurrency", help="parallel compress+upload workers")
     p.add_argument("--while-offline", action="store_true", help="back up a stopped cluster")

@@ -31,8 +31,8 @@ def _push(args, settings, store) -> int:
     try:
         # the lock keeps delete from removing WAL this backup needs while it runs
         with RepositoryLock(store, "backup-push") as lock:
-            info = backup_push(args.pgdata, settings, store, conninfo=args.pg, progress_mode=args.progress,
-                               before_marker=lock.check)
+            info = backup_push(args.pgdata, settings, store, conninfo=args.pg, primary=args.primary,
+                               progress_mode=args.progress, before_marker=lock.check)
     except BaseException as exc:
         backup_result(settings, ok=False, error=exc, duration_s=round(time.monotonic() - started, 3))
         raise

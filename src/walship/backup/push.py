@@ -6,6 +6,14 @@
     pg_backup_stop                             -> backup_label and tablespace_map, as a last part
     stop segment in the repository?            -> completion marker, last
 
+From a standby the same steps run on the standby (PostgreSQL allows
+non-exclusive backups there), reading its files; the WAL comes from the
+primary's archiving into the same repository. pg_backup_stop on a standby does
+not wait for archiving, and the segment ending the backup is archived only
+once the primary completes it: with --primary walship asks the primary for a
+segment switch (pg_switch_wal), otherwise it waits for the primary's
+archive_timeout.
+
 Memory stays bounded whatever the size and number of files: the walk is lazy,
 at most `backup_concurrency` parts are in flight, a part holds at most
 MAX_MEMBERS entries, and data flows through in 1 MiB chunks. A file larger than
@@ -35,6 +43,7 @@ from walship.storage import ObjectExists
 
 MAX_MEMBERS = 10_000           # entries per part: bounds a part's plan (~3 MB) and manifest in memory
 WAL_WAIT_S = 120.0             # pg_backup_stop already waited for archiving; this covers a slow store
+STANDBY_WAL_WAIT_S = 600.0     # a standby's last segment comes at the primary's archive_timeout
 
 
 class PartStats:
@@ -54,13 +63,16 @@ class PartStats:
 
 
 def backup_push(pgdata: str, settings, store, conninfo: str | None = None, progress_mode: str = "auto",
-                before_marker=lambda: None) -> BackupInfo:
+                before_marker=lambda: None, primary: str | None = None) -> BackupInfo:
     """Take the backup; before_marker() may raise to keep it from being marked complete."""
     walk.check_data_directory(pgdata)
     started = time.time()
     with connect(conninfo, application_name="walship backup-push") as conn:
         facts = backup_api.server_facts(conn)
         _check_same_cluster(pgdata, facts)
+        if primary and not facts.in_recovery:
+            raise WalshipError("--primary is for backups taken on a standby, and this server is a primary",
+                               "leave --primary out")
         start = backup_api.start_backup(conn, facts.version, f"walship {_utc(started, '%Y-%m-%dT%H:%M:%SZ')}")
         start_wal = walnames.segment_name_of(walnames.parse_lsn(start.lsn), facts.timeline, facts.wal_segment_size)
         name = f"base_{_utc(started, '%Y%m%dT%H%M%SZ')}_{start_wal}"
@@ -71,7 +83,8 @@ def backup_push(pgdata: str, settings, store, conninfo: str | None = None, progr
             raise WalshipError(f"another backup named {name} is being taken", "wait for it to finish") from None
         try:
             inflight.remove_leftovers(store, time.time(), keep=name)
-            info = _take(conn, facts, pgdata, name, started, settings, store, progress_mode, before_marker)
+            info = _take(conn, facts, pgdata, name, started, settings, store, progress_mode, before_marker,
+                         primary)
         except BaseException:
             heartbeat.stop()                 # first: a last beat must not re-announce what is removed
             _remove_unfinished(store, name)
@@ -83,7 +96,7 @@ def backup_push(pgdata: str, settings, store, conninfo: str | None = None, progr
 
 
 def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: float, settings, store,
-          progress_mode: str, before_marker) -> BackupInfo:
+          progress_mode: str, before_marker, primary: str | None) -> BackupInfo:
     """Copy the files, stop the backup, and mark it complete once its last WAL segment is archived."""
     estimate = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0] or 0
     bar = progress.make(progress_mode, f"backup {name}", estimate)
@@ -95,8 +108,15 @@ def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: 
     bar.close()
     start_lsn, start_wal = backup_api.label_start(stop.backup_label)
     # pg_backup_stop waits for the segment holding the last byte before the stop point (not the stop point's)
-    stop_wal = walnames.segment_name_of(walnames.parse_lsn(stop.lsn) - 1, facts.timeline, facts.wal_segment_size)
-    _wait_archived(store, stop_wal)
+    stop_wal = walnames.segment_name_of(walnames.parse_lsn(stop.lsn) - 1, int(start_wal[:8], 16),
+                                        facts.wal_segment_size)
+    if facts.in_recovery:
+        # PostgreSQL waited for nothing: every segment the backup spans must be checked here
+        _archive_from_primary(store, stop_wal, primary, facts)
+        _wait_archived(store, _segments(start_wal, stop_wal, facts.wal_segment_size), at_archive_timeout=not primary)
+    else:
+        # pg_backup_stop waited until the archiver, which goes in order, had stored the last one
+        _wait_archived(store, [stop_wal], at_archive_timeout=False)
     stopped = time.time()
     info = BackupInfo(name=name, start_time=started, stop_time=stopped, start_lsn=start_lsn, stop_lsn=stop.lsn,
                       timeline=facts.timeline, start_wal=start_wal, stop_wal=stop_wal, pg_version=facts.version,
@@ -117,19 +137,52 @@ def _check_same_cluster(pgdata: str, facts: backup_api.ServerFacts) -> None:
     if os.path.realpath(pgdata) != os.path.realpath(facts.data_directory):
         raise WalshipError(f"{pgdata} is not the data directory of the server walship connected to "
                            f"({facts.data_directory})", "pass that directory, or point --pg/PGPORT at this cluster")
-    if facts.in_recovery:
-        raise WalshipError("the server is a standby: backup-push takes backups from the primary only",
-                           "run backup-push on the primary")
 
 
-def _wait_archived(store, segment: str) -> None:
-    deadline = time.monotonic() + WAL_WAIT_S
-    while not store.exists(wal_key(segment)):
-        if time.monotonic() > deadline:
-            raise WalshipError(f"WAL segment {segment}, which ends the backup, is not in {store.url} "
-                               f"after {WAL_WAIT_S:.0f} s; the backup is not usable without it",
-                               "check archive_command = 'walship wal-push %p' and pg_stat_archiver")
-        time.sleep(0.2)
+def _archive_from_primary(store, segment: str, primary: str | None, facts: backup_api.ServerFacts) -> None:
+    """A standby's backup ends in a segment the primary is still writing: have the primary switch to the next."""
+    if store.exists(wal_key(segment)):
+        return
+    if not primary:
+        logs.info("backup_waiting", f"waiting for the primary to archive {segment}, which ends the backup "
+                  "(at its archive_timeout; pass --primary to have walship switch segments there)", segment=segment)
+        return
+    with connect(primary, application_name="walship backup-push (standby backup)") as conn:
+        on_primary = backup_api.server_facts(conn)
+        if on_primary.system_identifier != facts.system_identifier or on_primary.in_recovery:
+            raise WalshipError("--primary does not point at the primary of this standby "
+                               f"(system identifier {on_primary.system_identifier}, "
+                               f"{'in recovery' if on_primary.in_recovery else 'primary'})",
+                               "pass the conninfo of the server this standby replicates from")
+        try:
+            conn.execute("SELECT pg_switch_wal()")
+        except Exception as exc:
+            raise WalshipError(f"the primary refused pg_switch_wal(): {str(exc).strip().splitlines()[0]}",
+                               "connect to the primary as a superuser or a role granted EXECUTE on "
+                               "pg_switch_wal") from None
+
+
+def _wait_archived(store, segments: list[str], at_archive_timeout: bool) -> None:
+    """Return once every one of these segments is in the repository (checking again only the missing ones)."""
+    limit = STANDBY_WAL_WAIT_S if at_archive_timeout else WAL_WAIT_S
+    deadline = time.monotonic() + limit
+    missing = segments
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="wal-check") as pool:
+        while missing := [s for s, there in zip(missing, pool.map(lambda s: store.exists(wal_key(s)), missing))
+                          if not there]:
+            if time.monotonic() > deadline:
+                hint = ("the primary must archive it into this repository: check its archive_command, set "
+                        "archive_timeout there, or pass --primary CONNINFO" if at_archive_timeout else
+                        "check archive_command = 'walship wal-push %p' and pg_stat_archiver")
+                raise WalshipError(f"WAL segment {missing[0]}, which the backup needs, is not in {store.url} "
+                                   f"after {limit:.0f} s; the backup is not usable without it", hint)
+            time.sleep(0.5)
+
+
+def _segments(start_wal: str, stop_wal: str, segment_size: int) -> list[str]:
+    first = walnames.Segment.parse(start_wal, segment_size)
+    last = walnames.Segment.parse(stop_wal, segment_size)
+    return [walnames.Segment(first.timeline, n).name(segment_size) for n in range(first.number, last.number + 1)]
 
 
 def _remove_unfinished(store, name: str) -> None:
