@@ -60,6 +60,7 @@ def test_paths_that_could_leave_the_destination_are_refused(name):
     _link("pg_tblspc/16384", "/"),                       # a tablespace link the restore did not plan
     _link("base/hard", "/etc/passwd", tarfile.LNKTYPE),
     _link("base/fifo", "", tarfile.FIFOTYPE),
+    _file("base/" + "x" * 120 + "/../../../evil"),            # a long name: it travels in a PAX header
 ])
 def test_hostile_members_are_refused_and_nothing_is_written_outside(tmp_path, member):
     dest = tmp_path / "dest"
@@ -271,3 +272,12 @@ def test_a_damaged_tar_stream_is_refused_with_the_part_named(tmp_path, damage):
     dest.mkdir()
     with pytest.raises(IntegrityError, match="part 7 is not a valid tar stream"):
         Destination(str(dest), {}).extract_part([stream], iter(manifest), "part 7")
+
+
+def test_a_gnu_long_name_member_is_refused(tmp_path):
+    info, data = _file("base/" + "y" * 150)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:   # walship writes PAX only
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(IntegrityError, match="refusing to extract"):
+        Destination(str(tmp_path), {}).extract_part([out.getvalue()], iter([_entry_for(info, data)]), "part 0")
