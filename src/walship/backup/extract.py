@@ -204,8 +204,8 @@ class Destination:
         self.slices.check_complete(what)
         for name, (mode, mtime) in self._sliced_meta.items():
             path = os.path.join(self.dest, name)
-            os.chmod(path, mode & 0o7777, follow_symlinks=False)
-            os.utime(path, (mtime, mtime), follow_symlinks=False)
+            os.chmod(path, mode & 0o7777)         # a regular file: the first slice made it with O_EXCL
+            os.utime(path, (mtime, mtime))
         for root in (self.dest, *extra_roots):
             sync_tree(root)
 
