@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+
+import pytest
 
 from tests.support import pg
 from tests.support.faultproxy import FaultProxy
@@ -63,3 +66,68 @@ def test_backup_push_and_fetch_under_s3_faults(cluster_factory, scratch, moto):
     assert r.returncode == 0, r.stderr
     assert (dest / "recovery.signal").exists()
     proxy.close()
+
+
+class _SmallDisk:
+    """A tmpfs of a few MiB mounted for the test (the test runs as root, as CI does)."""
+
+    def __init__(self, path, mib: int):
+        self.path = path
+        path.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m,mode=0777", "tmpfs", str(path)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, *exc):
+        subprocess.run(["umount", "-l", str(self.path)], check=True)
+
+
+def _one_line_error(r: subprocess.CompletedProcess, words: str) -> None:
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if "ERROR" in line]
+    assert errors and words in errors[0], r.stderr
+
+
+def test_full_disks_fail_in_one_line_and_lose_nothing(cluster_factory, scratch):
+    c = cluster_factory(15)
+    c.initdb()
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    env = {**c.env_for_tools(), "WALSHIP_REPO": f"file://{repo}", "WALSHIP_BACKUP_PART_SIZE": str(4 << 20)}
+    c.process_env["WALSHIP_REPO"] = env["WALSHIP_REPO"]
+    c.set_archiving()
+    c.start()
+    c.sql("CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((-g)::text) AS v "
+          "FROM generate_series(1, 300000) g")         # ~36 MB: sliced across 4 MiB parts
+    rows = c.scalar("SELECT count(*) FROM t")
+
+    # the repository's disk is full: the backup fails in one line and is never listed
+    with _SmallDisk(scratch / "small-repo", 6) as small:
+        pg.chown_postgres(small)
+        full = {**env, "WALSHIP_REPO": f"file://{small}"}
+        r = pg.walship(["backup-push", str(c.datadir), "--progress", "none"], full)
+        _one_line_error(r, "no space left on the repository filesystem")
+        listed = pg.walship(["backup-list", "--json"], full)
+        assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+    r = pg.walship(["backup-push", str(c.datadir), "--progress", "none"], env)
+    assert r.returncode == 0, r.stderr
+
+    # the restore's disk is full: one line, and the backup stays restorable elsewhere
+    with _SmallDisk(scratch / "small-dest", 16) as small:
+        r = pg.walship(["backup-fetch", str(small / "pgdata"), "LATEST", "--progress", "none"], env)
+        _one_line_error(r, "no space left on the device")
+        assert not (small / "pgdata" / "recovery.signal").exists()
+
+    restored = cluster_factory(15, name="restored", env={"WALSHIP_REPO": env["WALSHIP_REPO"]})
+    r = pg.walship(["backup-fetch", str(restored.datadir), "LATEST", "--progress", "none"],
+                   pg.server_env({"WALSHIP_REPO": env["WALSHIP_REPO"]}))
+    assert r.returncode == 0, r.stderr
+    restored.configure(f"port = {restored.port}\nunix_socket_directories = '{restored.sockdir}'\narchive_mode = off\n")
+    restored.start()
+    restored.wait_promoted()
+    assert restored.scalar("SELECT count(*) FROM t") == rows
