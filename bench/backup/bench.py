@@ -1,5 +1,9 @@
 """backup-push and backup-fetch of a pgbench scale-100 database, to the filesystem and to S3 (moto).
 
+For figures beside pgBackRest and barman-cloud use bench/backup/peers.sh instead: it measures
+walship on the peers' own cluster with their helpers, in the same session. This script builds
+its own cluster, for what the peers do not measure (--dataset random, --many-files).
+
 Usage (as root, from the repository root, after scripts/setup):
 
     WALSHIP_VENV=/opt/walship/venv-backup ./scripts/setup
