@@ -24,7 +24,7 @@ def test_encrypted_repository_restores_to_a_point_in_time_and_holds_no_plaintext
     c.sql("CREATE TABLE notes (v text)")
     c.sql("INSERT INTO notes SELECT %s || g FROM generate_series(1, 300) g", (marker,))
     c.sql("CHECKPOINT")                                  # the marker is in the data files the backup reads
-    _backup_push(c, **env)
+    _backup_push(c, **env, WALSHIP_BACKUP_PART_SIZE=str(256 << 10))   # catalogs over 256 KiB: sealed slices
     before = _stamp_rows(c, 1, 4)
     after = _stamp_rows(c, 5, 4)
     target = before[-1][1] + (after[0][1] - before[-1][1]) / 2
@@ -51,7 +51,7 @@ def test_verify_finds_the_repository_restorable_then_names_what_was_damaged(clus
     env = {"WALSHIP_REPO": f"file://{repo}"}
     c = _primary(cluster_factory, 15, env)
     c.sql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g")
-    _backup_push(c, **env)
+    _backup_push(c, **env, WALSHIP_BACKUP_PART_SIZE=str(1 << 20))      # t (3.5 MB) is read back as slices
     segments = [c.switch_wal() for _ in range(3) if c.sql("INSERT INTO t VALUES (0, 'x')") is None]
     c.wait_archived(segments[-1])
 
