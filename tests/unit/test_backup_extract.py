@@ -175,12 +175,16 @@ def test_a_file_larger_than_a_part_is_sliced_and_restored_whole_in_any_order(tmp
     assert (dest / "base/5/16385").read_bytes() == b"small"
 
 
-def test_a_restore_missing_a_slice_is_refused_at_the_end(tmp_path):
-    src = _pgdata(tmp_path, {"base/5/16384": os.urandom(5 * tarstream.CHUNK)})
-    parts = _parts(walk.walk(str(src)), 2 * tarstream.CHUNK)
+def _sliced(tmp_path, size: int) -> tuple[list, Destination]:
+    """A data directory whose base/5/16384 spans several 2 MiB parts: its parts, and a fresh destination."""
+    src = _pgdata(tmp_path, {"base/5/16384": os.urandom(size)})
     dest = tmp_path / "dest"
     dest.mkdir()
-    destination = Destination(str(dest), {})
+    return _parts(walk.walk(str(src)), 2 * tarstream.CHUNK), Destination(str(dest), {})
+
+
+def test_a_restore_missing_a_slice_is_refused_at_the_end(tmp_path):
+    parts, destination = _sliced(tmp_path, 5 * tarstream.CHUNK)
     for number, (chunks, manifest) in enumerate(parts):
         if any(e.offset for e in manifest) and number == len(parts) - 1:
             continue                                     # the part holding the file's last slice is lost
@@ -190,12 +194,8 @@ def test_a_restore_missing_a_slice_is_refused_at_the_end(tmp_path):
 
 
 def test_slices_that_overlap_or_repeat_are_refused(tmp_path):
-    src = _pgdata(tmp_path, {"base/5/16384": os.urandom(5 * tarstream.CHUNK)})
-    parts = _parts(walk.walk(str(src)), 2 * tarstream.CHUNK)
+    parts, destination = _sliced(tmp_path, 5 * tarstream.CHUNK)
     sliced = [(c, m) for c, m in parts if any(e.offset is not None for e in m)]
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    destination = Destination(str(dest), {})
     for number, (chunks, manifest) in enumerate(parts):
         destination.extract_part(chunks, iter(manifest), f"part {number}")
     chunks, manifest = sliced[1]
@@ -205,11 +205,7 @@ def test_slices_that_overlap_or_repeat_are_refused(tmp_path):
 
 
 def test_a_whole_file_member_cannot_take_the_place_of_a_sliced_file(tmp_path):
-    src = _pgdata(tmp_path, {"base/5/16384": os.urandom(3 * tarstream.CHUNK)})
-    parts = _parts(walk.walk(str(src)), 2 * tarstream.CHUNK)
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    destination = Destination(str(dest), {})
+    parts, destination = _sliced(tmp_path, 3 * tarstream.CHUNK)
     destination.extract_part(*parts[-1][:1], iter(parts[-1][1]), "part with a slice")
     info, data = _file("base/5/16384", b"impostor")
     with pytest.raises(IntegrityError, match="twice"):
