@@ -120,7 +120,7 @@ def decompressor(codec: str):
         return lz4.frame.LZ4FrameDecompressor()
     if codec == "gzip":
         return zlib.decompressobj(31)
-    return _Identity()
+    raise ValueError(f"no decompressor for codec {codec!r}")    # "none" needs none: decode_stream passes it on
 
 
 def compress_bytes(data: bytes, codec: str, level: int | None = None) -> bytes:

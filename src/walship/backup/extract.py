@@ -148,7 +148,10 @@ class Destination:
         sliced = expected.offset is not None
         if sliced:
             self.slices.add(expected, what)
-        fd = self._open_slice(path, name, member, expected.file_size, what) if sliced else self._create(path, name, what)
+        if sliced:
+            fd = self._open_slice(path, name, member, expected.file_size, what)
+        else:
+            fd = self._create(path, name, what)
         digest = hashlib.sha256()
         position = flushed = expected.offset or 0
         try:
@@ -218,22 +221,28 @@ class Destination:
             sync_tree(root)
 
 
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
 def _libc_call(name: str, argtypes: tuple):
     """A libc function through ctypes, or None where this system has none."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        call = getattr(libc, name)
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = argtypes
+    call = getattr(_LIBC, name, None)
+    if call is not None:
+        call.argtypes = argtypes
     return call
 
 
 _sync_file_range = _libc_call("sync_file_range", (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint))
 _SYNC_FILE_RANGE_WRITE = 2
-
-
 _fallocate = _libc_call("fallocate", (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64))
+_syncfs_call = _libc_call("syncfs", (ctypes.c_int,))
 
 
 def reserve(fd: int, size: int) -> None:
@@ -273,9 +282,6 @@ def sync_tree(root: str) -> None:
         for name in filenames:
             fsync_path(os.path.join(dirpath, name), os.O_RDONLY)
         fsync_path(dirpath, os.O_RDONLY | os.O_DIRECTORY)
-
-
-_syncfs_call = _libc_call("syncfs", (ctypes.c_int,))
 
 
 def _syncfs(fd: int) -> bool:

@@ -154,12 +154,7 @@ def _archive_from_primary(store, segment: str, primary: str | None, facts: backu
                                f"(system identifier {on_primary.system_identifier}, "
                                f"{'in recovery' if on_primary.in_recovery else 'primary'})",
                                "pass the conninfo of the server this standby replicates from")
-        try:
-            conn.execute("SELECT pg_switch_wal()")
-        except Exception as exc:
-            raise WalshipError(f"the primary refused pg_switch_wal(): {str(exc).strip().splitlines()[0]}",
-                               "connect to the primary as a superuser or a role granted EXECUTE on "
-                               "pg_switch_wal") from None
+        backup_api.switch_wal(conn)
 
 
 def _wait_archived(store, segments: list[str], at_archive_timeout: bool) -> None:

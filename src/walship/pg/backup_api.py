@@ -79,6 +79,16 @@ def stop_backup(conn, version: int) -> BackupStop:
     return BackupStop(row[0], row[1], row[2] or "")
 
 
+def switch_wal(conn) -> None:
+    """Complete the current WAL segment (on a primary) so that the archiver takes it now."""
+    try:
+        conn.execute("SELECT pg_switch_wal()")
+    except Exception as exc:
+        raise PostgresError(f"the primary refused pg_switch_wal(): {_first_line(exc)}",
+                            "connect to the primary as a superuser or a role granted EXECUTE on "
+                            "pg_switch_wal") from None
+
+
 _LABEL_START = re.compile(r"^START WAL LOCATION: (\S+) \(file ([0-9A-F]{24})\)$", re.M)
 
 
