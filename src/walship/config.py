@@ -52,7 +52,6 @@ class Settings:
     s3_request_timeout: float = 300.0
     s3_max_retries: int = 8
     s3_retry_timeout: float = 180.0              # give up retrying one request after this long
-    s3_conditional_put: bool = True              # If-None-Match: * (S3, MinIO, moto); off for stores without it
 
     # WAL archiving
     push_batch: int = 8                          # segments one wal-push call uploads (itself + other .ready)

@@ -62,6 +62,11 @@ class Store(ABC):
     def delete(self, keys: Iterable[str]) -> None:
         """Remove the objects; absent ones are not an error."""
 
+    def prove_create_only(self) -> str:
+        """Show that put(..., if_absent=True) never replaces an object; returns how (for the record).
+        Raises StoreError for a store that cannot promise it."""
+        return "link"
+
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 

@@ -78,7 +78,6 @@ class S3Store(Store):
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.storage_class = settings.s3_storage_class
-        self.conditional_put = settings.s3_conditional_put
         self._endpoint = settings.s3_endpoint
         config: dict[str, object] = {}
         if settings.s3_region:
@@ -196,9 +195,7 @@ class S3Store(Store):
     def put(self, key: str, data: bytes | Chunks, *, if_absent: bool = False) -> None:
         attributes = {"Storage-Class": self.storage_class} if self.storage_class else None
         small = isinstance(data, (bytes, bytearray, memoryview)) and len(data) <= _SINGLE_PUT_LIMIT
-        mode = "create" if (if_absent and self.conditional_put) else None
-        if if_absent and not self.conditional_put and self.head(key) is not None:
-            raise ObjectExists(f"{key} already exists in {self.url}")
+        mode = "create" if if_absent else None
         try:
             obstore.put(self._store, key, data, attributes=attributes, mode=mode,
                         use_multipart=not small, chunk_size=_MULTIPART_CHUNK, max_concurrency=2)
@@ -206,6 +203,22 @@ class S3Store(Store):
             if type(exc).__name__ in ("AlreadyExistsError", "PreconditionError"):
                 raise ObjectExists(f"{key} already exists in {self.url}") from None
             raise self._error(exc, "writing", key) from None
+
+    def prove_create_only(self) -> str:
+        """Write a probe twice with If-None-Match: *; a store that lets the second write through would let
+        a second cluster overwrite archived WAL, so walship refuses to use it."""
+        import uuid
+        key = f"walship-probe-{uuid.uuid4().hex}"
+        self.put(key, b"1", if_absent=True)
+        try:
+            self.put(key, b"2", if_absent=True)
+        except ObjectExists:
+            return "if-none-match"
+        finally:
+            self.delete([key])
+        raise StoreError(f"the store at {self._where()} ignored If-None-Match: * (a conditional write replaced "
+                         f"an object in {self.url}); walship cannot promise that archived WAL is never overwritten",
+                         "use a store with conditional writes (AWS S3, MinIO, Ceph RGW 18+, ...)")
 
     def get(self, key: str) -> bytes:
         try:
