@@ -27,6 +27,7 @@ exit codes:
 # whose parsers set `handler="package.module:function"`, called as
 # function(command, args, settings, store_factory) -> exit code.
 COMMAND_MODULES = (
+    "walship.archive.cli",
     "walship.backup.cli",
     "walship.monitoring.cli",
     "walship.verify.cli",
@@ -76,7 +77,7 @@ def _fast_wal_push(wal_path: str) -> int | None:
         settings = load_settings()
     except WalshipError:
         return None  # the full path reports the configuration error
-    if not spool.acknowledge(wal_path, spool.spool_dir(wal_path, settings.spool_dir)):
+    if not spool.acknowledge(wal_path, spool.spool_dir(wal_path, settings.spool_dir), spool.destination(settings)):
         return None
     from walship import logs
     logs.setup("wal-push", settings)

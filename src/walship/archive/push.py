@@ -8,6 +8,11 @@ ones in the spool (see spool.py) so that the calls for them return at once.
 
 Safety rules:
 - exit 0 only when the requested file's object is durably in the repository;
+- only this cluster's WAL goes in: a segment must be the cluster's segment size and start with a long page
+  header of a known WAL format, this repository's system identifier and the page address its name says (a
+  recycled file not yet written by PostgreSQL, or another cluster's file, is refused, never stored); the
+  repository's record names its cluster (repo/record.py), claimed on first use;
+- a server that backup-fetch restored as a copy never archives into the repository it came from;
 - an object is written create-only: pushing a file that is already archived
   with the same content succeeds, with different content fails loudly and
   never overwrites (two clusters archiving into one repository);
@@ -27,7 +32,9 @@ from walship import codec, logs
 from walship.archive import spool
 from walship.errors import IntegrityError, WalshipError
 from walship.layout import wal_key
-from walship.pg.walnames import check_name, is_archivable
+from walship.pg import walheader
+from walship.pg.walnames import Segment, check_name, is_archivable, is_segment
+from walship.repo import record as repo_record
 from walship.storage import ObjectExists, Store
 
 
@@ -41,7 +48,7 @@ class PushResult:
 
 
 def push_file(store: Store, path: str, compression: str, level: int | None,
-              keyring=None) -> tuple[PushResult, os.stat_result]:
+              keyring=None, owner: repo_record.RepositoryRecord | None = None) -> tuple[PushResult, os.stat_result]:
     name = os.path.basename(path)
     started = time.monotonic()
     try:
@@ -54,6 +61,8 @@ def push_file(store: Store, path: str, compression: str, level: int | None,
     if len(data) != st.st_size:
         raise WalshipError(f"{name} changed while it was read ({len(data)} of {st.st_size} bytes)",
                            "PostgreSQL will call wal-push again")
+    if owner is not None and is_segment(name):
+        check_segment_file(data, name, owner)
     digest = hashlib.sha256(data).hexdigest()
     blob = codec.pack(data, compression, level, keyring, sha256=digest, name=name)
     key = wal_key(name)
@@ -69,6 +78,59 @@ def push_file(store: Store, path: str, compression: str, level: int | None,
         already = True
     result = PushResult(name, len(data), len(blob), time.monotonic() - started, already)
     return result, st
+
+
+def check_segment_file(data: bytes, name: str, owner: repo_record.RepositoryRecord) -> None:
+    """Refuse what is not segment `name` of the repository's cluster (IntegrityError, nothing stored)."""
+    size = owner.wal_segment_size or len(data)
+    segment = Segment.parse(name, size)
+    walheader.check_segment(data, name, size=size, start_lsn=segment.start_lsn(size), timeline=segment.timeline,
+                            system_identifier=owner.system_identifier)
+
+
+def cluster_identity(wal_path: str) -> repo_record.ClusterIdentity | None:
+    """This cluster's identity: from the segment's own header, else from pg_control (archive_command runs in
+    PGDATA). None when neither can be read (a history file pushed by hand outside PGDATA)."""
+    name = os.path.basename(wal_path)
+    if is_segment(name):
+        try:
+            with open(wal_path, "rb") as fh:
+                head = fh.read(walheader.LONG_HEADER_SIZE)
+        except OSError as exc:
+            raise WalshipError(f"cannot read {wal_path}: {exc.strerror}",
+                               "check that the file exists and is readable by the user running walship") from None
+        header = walheader.parse_segment_header(head, f"WAL file {name}")
+        return repo_record.ClusterIdentity(header.system_identifier, header.pg_major, header.segment_size)
+    control = walheader.read_control_identity(".")
+    if control is None:
+        return None
+    return repo_record.ClusterIdentity(control[0], walheader.read_pg_major("."), None)
+
+
+def owning_record(store: Store, wal_path: str) -> repo_record.RepositoryRecord | None:
+    """The repository's record, claimed for this cluster (created on first use); refuses another cluster's."""
+    identity = cluster_identity(wal_path)
+    if identity is None:
+        return repo_record.require(store)
+    return repo_record.claim(store, identity, "wal-push")
+
+
+def refuse_copy_into_origin(store: Store, owner: repo_record.RepositoryRecord | None) -> None:
+    """A server backup-fetch restored as a copy must not archive into the repository it came from: its
+    promotion's timeline would become the history that later restores follow."""
+    from walship.pg.restored import COPY, read_restore_marker
+    marker = read_restore_marker(".")
+    if marker is None or marker.get("mode") != COPY:
+        return
+    origin_id = marker.get("origin_repository_id")
+    same = (owner is not None and origin_id == owner.repository_id) if origin_id else \
+        marker.get("origin_repository") == store.url
+    if same:
+        raise WalshipError(
+            f"this server was restored as a copy of {store.url} (backup {marker.get('backup')}); its WAL is not "
+            "archived there, so that production's history stays the one restores follow",
+            "give the copy its own repository (WALSHIP_REPO or --repo); if it has become the new primary, delete "
+            "walship_restore.json in its data directory (docs/restoring.md)")
 
 
 def _same_content(store: Store, key: str, name: str, data: bytes, digest: str, keyring) -> bool:
@@ -111,12 +173,15 @@ def wal_push(wal_path: str, settings, store: Store) -> list[PushResult]:
     name = check_name(os.path.basename(wal_path))
     wal_dir = os.path.dirname(os.path.abspath(wal_path))
     spool_directory = spool.spool_dir(wal_path, settings.spool_dir)
-    if spool.acknowledge(wal_path, spool_directory):
+    destination = spool.destination(settings)
+    if spool.acknowledge(wal_path, spool_directory, destination):
         logs.info("wal_pushed", f"{name} was archived by an earlier call", segment=name)
         return []
     if not os.path.exists(wal_path):
         raise WalshipError(f"{wal_path} does not exist", "wal-push takes the path PostgreSQL passes as %p")
 
+    owner = owning_record(store, wal_path)
+    refuse_copy_into_origin(store, owner)
     from walship.crypto import keyring_for_writing
     keyring = keyring_for_writing(settings)
     extra = ready_files(wal_dir, name, settings.push_batch - 1, spool_directory)
@@ -127,7 +192,7 @@ def wal_push(wal_path: str, settings, store: Store) -> list[PushResult]:
             level = codec.WAL_LEVELS[settings.compression]
 
         def submit(path: str):
-            return pool.submit(push_file, store, path, settings.compression, level, keyring)
+            return pool.submit(push_file, store, path, settings.compression, level, keyring, owner)
         own = submit(wal_path)
         others = [(p, submit(p)) for p in extra]
         for path, fut in others:
@@ -138,7 +203,7 @@ def wal_push(wal_path: str, settings, store: Store) -> list[PushResult]:
                 logs.warning("wal_push_failed", f"{os.path.basename(path)} not archived ahead: {exc.one_line()}",
                              segment=os.path.basename(path), error=exc.one_line())
                 continue
-            spool.record(path, st, spool_directory)
+            spool.record(path, st, spool_directory, destination)
             results.append(result)
             logs.info("wal_pushed", f"{result.name} archived ahead"
                       + (" (already archived, identical)" if result.already_archived else ""), **_describe(result))

@@ -7,6 +7,10 @@ When PostgreSQL then calls wal-push for such a segment, the call finds the
 marker, checks that the file is still the one that was uploaded, and returns
 at once: the fast path, which imports and opens nothing else.
 
+A marker also names the repository (URL and where the encryption key comes from) it was
+stored in, and is honoured only for that one: switching WALSHIP_REPO must not
+acknowledge a segment that the new repository does not hold.
+
 The markers only ever stand for objects already durably in the repository;
 losing them costs a re-upload (which is idempotent), never a segment. They live
 in pg_wal (not in base backups, gone with a restore, like WAL-G's walg_data).
@@ -27,17 +31,29 @@ def spool_dir(wal_path: str, configured: str | None = None) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(wal_path)), SPOOL_NAME)
 
 
-def _identity(st: os.stat_result) -> str:
-    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+def destination(settings) -> str:
+    """Where, and with which key source, segments are being stored (no secret: a key given inline is named
+    only as such). Plain text rather than a digest: hashlib costs ~4 ms on the fast path."""
+    if settings.encryption_key_file:
+        key = f"key-file:{settings.encryption_key_file}"
+    elif settings.encryption_key_command:
+        key = f"key-command:{settings.encryption_key_command}"
+    else:
+        key = "key:inline" if settings.encryption_key else "key:none"
+    return f"{settings.repo or ''} {key}".replace("\n", " ")
 
 
-def acknowledge(wal_path: str, directory: str) -> bool:
-    """True when an earlier call stored exactly this file; the marker is consumed."""
+def _identity(st: os.stat_result, destination: str) -> str:
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino} {destination}"
+
+
+def acknowledge(wal_path: str, directory: str, destination: str) -> bool:
+    """True when an earlier call stored exactly this file in this repository; the marker is consumed."""
     marker = os.path.join(directory, os.path.basename(wal_path) + _SUFFIX)
     try:
         with open(marker) as fh:
             recorded = fh.read().strip()
-        current = _identity(os.stat(wal_path))
+        current = _identity(os.stat(wal_path), destination)
     except OSError:
         return False
     if recorded != current:
@@ -49,12 +65,12 @@ def acknowledge(wal_path: str, directory: str) -> bool:
     return True
 
 
-def record(wal_path: str, st: os.stat_result, directory: str) -> None:
+def record(wal_path: str, st: os.stat_result, directory: str, destination: str) -> None:
     os.makedirs(directory, mode=0o700, exist_ok=True)
     marker = os.path.join(directory, os.path.basename(wal_path) + _SUFFIX)
     tmp = marker + ".tmp"
     with open(tmp, "w") as fh:
-        fh.write(_identity(st))
+        fh.write(_identity(st, destination))
     os.replace(tmp, marker)
 
 

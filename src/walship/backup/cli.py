@@ -53,6 +53,9 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--confirm", action="store_true", help="WAL-E's flag: without --dry-run, deletes anyway")
     p.add_argument("--include-wal-e", action="store_true", help="also expire WAL-E backups and their WAL")
+    p.add_argument("--pgdata", help="this host's data directory (default $PGDATA): delete refuses a repository "
+                                    "another cluster owns; without it walship asks the local server, if any")
+    p.add_argument("--pg", metavar="CONNINFO", help="libpq connection string of this host's server")
     p.add_argument("wale_args", nargs="*", help=argparse.SUPPRESS)
 
     for name in ("backup-push", "backup-list", "backup-fetch", "delete"):

@@ -89,6 +89,7 @@ def _delete(args, settings, store) -> int:
     if args.wale_args:
         raise ConfigError(f"unexpected arguments {' '.join(args.wale_args)}",
                           "use `walship delete --retain N` or `--before NAME|TIME`")
+    _refuse_foreign_cluster(store, args.pgdata, args.pg)
     if args.dry_run:
         _apply_retention(store, args.retain, args.before, dry_run=True, include_wal_e=args.include_wal_e)
         return 0
@@ -96,6 +97,40 @@ def _delete(args, settings, store) -> int:
     with RepositoryLock(store, "delete"):
         _apply_retention(store, args.retain, args.before, dry_run=False, include_wal_e=args.include_wal_e)
     return 0
+
+
+def _refuse_foreign_cluster(store, pgdata: str | None, conninfo: str | None) -> None:
+    """delete run for one cluster must not expire another cluster's repository: compare with the record."""
+    import os
+
+    from walship.errors import WalshipError
+    from walship.repo import record
+
+    owner = record.read(store)
+    if owner is None:
+        return
+    identity = None
+    pgdata = pgdata or os.environ.get("PGDATA")
+    if pgdata:
+        from walship.pg.walheader import read_control_identity
+        control = read_control_identity(pgdata)
+        if control is None:
+            raise ConfigError(f"cannot read {pgdata}/global/pg_control to tell which cluster this is",
+                              "pass the data directory of this host's cluster with --pgdata, readable by this user")
+        identity = record.ClusterIdentity(control[0])
+    else:
+        from walship.pg import backup_api
+        from walship.pg.conn import connect
+        try:
+            with connect(conninfo, application_name="walship delete", timeout_s=3) as conn:
+                identity = record.ClusterIdentity(backup_api.server_facts(conn).system_identifier)
+        except WalshipError:
+            if conninfo:
+                raise
+            logs.info("cluster_unknown", "no local server and no --pgdata: the repository's owner "
+                      f"({owner.system_identifier}) was not compared with this host's cluster")
+    if identity is not None:
+        record.check_owner(owner, identity, store, "delete")
 
 
 def _apply_retention(store, retain: int | None, before: str | None, dry_run: bool,

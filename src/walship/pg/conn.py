@@ -11,12 +11,12 @@ from walship.errors import PostgresError
 CONNECT_TIMEOUT_S = 10
 
 
-def connect(conninfo: str | None = None, application_name: str = "walship"):
+def connect(conninfo: str | None = None, application_name: str = "walship", timeout_s: int = CONNECT_TIMEOUT_S):
     """An autocommit connection; a failure is one line saying where walship tried to connect."""
     import psycopg
 
     try:
-        return psycopg.connect(conninfo or "", autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+        return psycopg.connect(conninfo or "", autocommit=True, connect_timeout=timeout_s,
                                application_name=application_name)
     except psycopg.OperationalError as exc:
         reason = " ".join(str(exc).split()) or "connection failed"

@@ -132,20 +132,21 @@ def require(store) -> RepositoryRecord | None:
 def check_owner(record: RepositoryRecord, identity: ClusterIdentity, store, command: str) -> None:
     if record.system_identifier != identity.system_identifier:
         raise IntegrityError(
-            f"{command}: the repository {store.url} belongs to the cluster with system identifier "
-            f"{record.system_identifier}, and this cluster is {identity.system_identifier}; nothing was written",
+            f"the repository {store.url} belongs to the cluster with system identifier "
+            f"{record.system_identifier}, not to this one (system identifier {identity.system_identifier}); "
+            f"{command} wrote nothing",
             "give each cluster its own repository (a restored copy keeps its origin's identifier: "
             "see docs/restoring.md)")
     if (record.wal_segment_size and identity.wal_segment_size
             and record.wal_segment_size != identity.wal_segment_size):
         raise IntegrityError(
-            f"{command}: the repository {store.url} holds WAL of {record.wal_segment_size}-byte segments, "
-            f"and this cluster's are {identity.wal_segment_size} bytes; nothing was written",
+            f"the repository {store.url} holds WAL of {record.wal_segment_size}-byte segments, "
+            f"and this cluster's are {identity.wal_segment_size} bytes; {command} wrote nothing",
             "a cluster whose wal_segment_size changed needs a new repository")
     if record.pg_major and identity.pg_major and identity.pg_major < record.pg_major:
         raise IntegrityError(
-            f"{command}: the repository {store.url} holds PostgreSQL {record.pg_major} WAL and this cluster "
-            f"runs {identity.pg_major}; nothing was written", "check which cluster archives here")
+            f"the repository {store.url} holds PostgreSQL {record.pg_major} WAL and this cluster "
+            f"runs {identity.pg_major}; {command} wrote nothing", "check which cluster archives here")
 
 
 def claim(store, identity: ClusterIdentity, command: str) -> RepositoryRecord:

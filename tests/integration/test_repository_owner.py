@@ -1,0 +1,118 @@
+"""One repository, one cluster: the record at its root, checked by every writer; nothing stored that is not right."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.support import pg
+from tests.support.walfiles import segment_bytes
+
+
+def _stored(repo_dir, name: str) -> bool:
+    return (repo_dir / "wal" / name).exists()
+
+
+def test_a_second_cluster_cannot_archive_into_or_expire_the_first_clusters_repository(cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo = f"file://{repo_dir}"
+    first = cluster_factory(15, name="first")
+    first.initdb()
+    first.set_archiving(repo)
+    first.start()
+    first.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+    for _ in range(3):
+        last = first.switch_wal()
+    first.wait_archived(last)
+    tools = first.env_for_tools()
+    tools["WALSHIP_REPO"] = repo
+    pg.walship(["backup-push", str(first.datadir)], tools, check=True)
+    owner_id = first.scalar("SELECT system_identifier::text FROM pg_control_system()")
+
+    second = cluster_factory(15, name="second")
+    second.initdb()
+    second.start()
+    second.sql("CREATE TABLE u AS SELECT g FROM generate_series(1, 1000) g")
+    theirs = second.switch_wal()
+    second.stop()
+    before = sorted(p.name for p in (repo_dir / "wal").iterdir())
+
+    env = pg.server_env({"WALSHIP_REPO": repo})
+    push = pg.walship(["wal-push", f"pg_wal/{theirs}"], env, cwd=str(second.datadir))
+    assert push.returncode == 4, push.stderr
+    controldata = pg.run_as_postgres([str(second.bin / "pg_controldata"), str(second.datadir)]).stdout
+    other_id = next(line.split(":")[1].strip() for line in controldata.splitlines()
+                    if line.startswith("Database system identifier"))
+    assert other_id != owner_id
+    assert f"(system identifier {other_id})" in push.stderr
+    assert f"belongs to the cluster with system identifier {owner_id}" in push.stderr
+    assert len(push.stderr.strip().splitlines()) == 1 and "Traceback" not in push.stderr
+    assert sorted(p.name for p in (repo_dir / "wal").iterdir()) == before, "nothing may be written"
+
+    delete = pg.walship(["delete", "--retain", "1", "--pgdata", str(second.datadir)], env)
+    assert delete.returncode == 4, delete.stderr
+    assert f"belongs to the cluster with system identifier {owner_id}" in delete.stderr
+    listed = pg.walship(["backup-list", "--json"], env, check=True).stdout
+    assert '"name": "base_' in listed, "the first cluster's backup must still be listed"
+    assert sorted(p.name for p in (repo_dir / "wal").iterdir()) == before
+
+
+def test_a_recycled_segment_pushed_by_hand_is_refused_and_the_real_one_archives_later(cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo = f"file://{repo_dir}"
+    primary = cluster_factory(15)
+    primary.initdb()
+    primary.set_archiving(repo)
+    primary.start()
+    old = primary.switch_wal()
+    primary.wait_archived(old)
+    current = primary.scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    # PostgreSQL recycles a segment by renaming it to a future name: its header still says what it was
+    future = current[:16] + f"{int(current[16:], 16) + 1:08X}"
+    recycled = pg.make_dir(scratch, "manual") / future
+    shutil.copyfile(primary.datadir / "pg_wal" / old, recycled)
+    pg.chown_postgres(recycled)
+    env = pg.server_env({"WALSHIP_REPO": repo})
+    push = pg.walship(["wal-push", str(recycled)], env, cwd=str(primary.datadir))
+    assert push.returncode == 4, push.stderr
+    assert "recycled or renamed" in push.stderr and "Traceback" not in push.stderr
+    assert not _stored(repo_dir, future)
+
+    primary.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g")
+    primary.switch_wal()
+    done = primary.switch_wal()
+    primary.wait_archived(done)
+    assert _stored(repo_dir, future), "the real segment archives normally afterwards"
+    failed = primary.scalar("SELECT failed_count FROM pg_stat_archiver")
+    assert failed == 0
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_two_different_contents_pushed_at_once_exactly_one_is_acknowledged_and_stored(kind, scratch, moto):
+    if kind == "file":
+        env = pg.server_env({"WALSHIP_REPO": f"file://{pg.make_dir(scratch, 'repo', 0o755)}"})
+    else:
+        env = pg.server_env(moto.env(moto.new_bucket()))
+    work = pg.make_dir(scratch, "work", 0o755)
+    size = 1 << 20
+    for round_ in range(4):
+        name = f"0000000100000000000000{round_ + 1:02X}"
+        paths = []
+        for who in ("x", "y"):
+            d = pg.make_dir(work, f"{who}{round_}", 0o755)
+            path = d / name
+            path.write_bytes(segment_bytes(name, size, fill=who.encode() * 4096))
+            pg.chown_postgres(path)
+            paths.append(path)
+        procs = [subprocess.Popen([pg.WALSHIP, "wal-push", str(p)], env=env, cwd="/tmp", stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, **pg.as_postgres()) for p in paths]
+        results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+        codes = [rc for rc, _ in results]
+        assert sorted(codes) == [0, 4], results
+        winner = paths[codes.index(0)]
+        got = pg.walship(["wal-fetch", name, str(work / f"got{round_}")], env, check=True)
+        assert got.returncode == 0
+        assert (work / f"got{round_}").read_bytes() == winner.read_bytes()
+        assert "different content" in results[codes.index(4)][1]
