@@ -11,6 +11,7 @@ import pytest
 
 from tests.support import pg
 from tests.support.s3 import SwitchableProxy
+from tests.support.walfiles import with_header
 from walship import codec
 from walship.config import Settings
 from walship.storage import open_store
@@ -23,7 +24,7 @@ def _segments(scratch, count: int) -> tuple[str, list[str]]:
     names = [f"0000000100000000000000{i:02X}" for i in range(1, count + 1)]
     for n in names:
         block = os.urandom(4 << 20) + bytes(12 << 20)
-        (wal / n).write_bytes(block)
+        (wal / n).write_bytes(with_header(n, block))
         (wal / "archive_status" / f"{n}.ready").touch()
     for p in list(wal.rglob("*")) + [wal]:
         pg.chown_postgres(p)

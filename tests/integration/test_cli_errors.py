@@ -7,12 +7,13 @@ import os
 import pytest
 
 from tests.support import pg
+from tests.support.walfiles import segment_bytes
 
 
 def _wal_file(scratch) -> str:
     wal = pg.make_dir(scratch, "pg_wal", 0o755)
     path = wal / "000000010000000000000001"
-    path.write_bytes(os.urandom(1 << 16))
+    path.write_bytes(segment_bytes(path.name, 1 << 16))
     pg.chown_postgres(path)
     return str(path)
 

@@ -24,6 +24,7 @@ import pytest
 
 from tests.support import pg
 from tests.support.s3 import SwitchableProxy
+from tests.support.walfiles import segment_bytes
 
 TESTENV = Path(__file__).parents[2].parent / "shared" / "testenv"
 CONTRIB_ICINGA = Path(__file__).parents[2] / "contrib" / "icinga2" / "walship.conf"
@@ -148,7 +149,7 @@ def fake_wal_dir(parent: Path, names: list[str]) -> Path:
     wal = pg.make_dir(parent, "pg_wal", 0o755)
     pg.make_dir(wal, "archive_status", 0o755)
     for n in names:
-        (wal / n).write_bytes(os.urandom(1 << 16))
+        (wal / n).write_bytes(segment_bytes(n, 1 << 16))
         (wal / "archive_status" / f"{n}.ready").touch()
     for p in wal.rglob("*"):
         pg.chown_postgres(p)

@@ -9,6 +9,7 @@ import pytest
 
 from tests.support import pg
 from tests.support.faultproxy import FaultProxy
+from tests.support.walfiles import with_header
 
 SEG = "000000010000000000000007"
 
@@ -22,7 +23,7 @@ def proxied(moto, scratch):
                          "WALSHIP_FETCH_PREFETCH": "0"})
     wal = pg.make_dir(scratch, "pg_wal", 0o755)
     path = wal / SEG
-    path.write_bytes(os.urandom(1 << 20) + bytes(3 << 20))
+    path.write_bytes(with_header(SEG, os.urandom(1 << 20) + bytes(3 << 20)))
     pg.chown_postgres(path)
     yield proxy, env, bucket, str(path)
     proxy.close()

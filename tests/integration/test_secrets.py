@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from tests.support import pg
+from tests.support.walfiles import with_header
 
 
 def test_no_secret_in_errors_logs_or_config_output(scratch, moto):
@@ -17,7 +18,7 @@ def test_no_secret_in_errors_logs_or_config_output(scratch, moto):
                          "WALSHIP_ICINGA_USER": "walship", "WALSHIP_ICINGA_PASSWORD": icinga_password,
                          "WALSHIP_S3_MAX_RETRIES": "0", "WALSHIP_S3_RETRY_TIMEOUT": "1"})
     wal = pg.make_dir(scratch, "pg_wal", 0o755)
-    (wal / "000000010000000000000001").write_bytes(b"\1" * 65536)
+    (wal / "000000010000000000000001").write_bytes(with_header("000000010000000000000001", b"\1" * 65536))
     pg.chown_postgres(wal / "000000010000000000000001")
     outputs = []
     for fmt in ("text", "json"):

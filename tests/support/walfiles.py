@@ -28,3 +28,9 @@ def write_segment(directory, name: str, size: int = 1 << 20, **kw) -> str:
     with open(path, "wb") as fh:
         fh.write(segment_bytes(name, size, **kw))
     return path
+
+
+def with_header(name: str, body: bytes, system_identifier: int = TEST_SYSTEM_ID) -> bytes:
+    """`body` (its length is the segment size) with its first bytes replaced by segment `name`'s long header."""
+    header = segment_bytes(name, len(body), system_identifier)[:40]
+    return header + body[40:]
