@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from tests.support import pg
+from tests.support.faultproxy import FaultProxy
 from tests.support.walfiles import segment_bytes
 
 
@@ -116,3 +117,22 @@ def test_two_different_contents_pushed_at_once_exactly_one_is_acknowledged_and_s
         assert got.returncode == 0
         assert (work / f"got{round_}").read_bytes() == winner.read_bytes()
         assert "different content" in results[codes.index(4)][1]
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused_before_anything_is_archived(scratch, moto):
+    bucket = moto.new_bucket()
+    proxy = FaultProxy(moto.port)
+    proxy.strip_request_headers = {"if-none-match"}
+    try:
+        env = pg.server_env(moto.env(bucket, endpoint=proxy.endpoint))
+        wal = pg.make_dir(scratch, "pg_wal", 0o755)
+        name = "000000010000000000000001"
+        (wal / name).write_bytes(segment_bytes(name, 1 << 20))
+        pg.chown_postgres(wal / name)
+        push = pg.walship(["wal-push", str(wal / name)], env)
+        assert push.returncode == 3, push.stderr
+        assert "ignored If-None-Match" in push.stderr and "Traceback" not in push.stderr
+        assert len(push.stderr.strip().splitlines()) == 1
+    finally:
+        proxy.close()
+    assert moto.client().list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0, "nothing may be stored"

@@ -6,7 +6,8 @@ Rules match a method and a path pattern and fire a number of times:
   "reset"    forward, then send half of the response body and reset the connection
   "truncate" forward, announce the full Content-Length, send half the body, close
   "stall"    accept the request and answer nothing for `stall_s` seconds
-Everything else is forwarded to the upstream server unchanged. Counters record
+Everything else is forwarded to the upstream server unchanged (but for the request
+headers named in `strip_request_headers`, to play a store that ignores them). Counters record
 what was seen, so that tests can assert that retries happened.
 """
 
@@ -42,6 +43,7 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.fired: list[tuple[str, str, str]] = []
         self.requests: list[tuple[str, str]] = []
+        self.strip_request_headers: set[str] = set()   # lower-case names: play a store that ignores them
         self.lock = threading.Lock()
         proxy = self
 
@@ -104,7 +106,8 @@ class FaultProxy:
             h.close_connection = True
             return
         upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
-        headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP}
+        headers = {k: v for k, v in h.headers.items()
+                   if k.lower() not in _HOP and k.lower() not in self.strip_request_headers}
         upstream.request(h.command, h.path, body=body if body or h.command in ("PUT", "POST") else None,
                          headers=headers)
         resp = upstream.getresponse()
