@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import subprocess
 
 import pytest
@@ -136,3 +137,44 @@ def test_a_store_that_ignores_conditional_writes_is_refused_before_anything_is_a
     finally:
         proxy.close()
     assert moto.client().list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0, "nothing may be stored"
+
+
+def test_a_conflicting_object_is_set_aside_by_quarantine_and_archiving_resumes(cluster_factory, scratch):
+    from walship import codec
+    from walship.storage.local import LocalStore
+
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo = f"file://{repo_dir}"
+    primary = cluster_factory(15)
+    primary.initdb()
+    primary.set_archiving(repo)
+    primary.start()
+    primary.wait_archived(primary.switch_wal())
+    primary.sql("CREATE TABLE first_write_of_the_next_segment ()")
+    upcoming = primary.scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    # what a split brain leaves: another server's object under the name this server will archive next
+    impostor = codec.pack(segment_bytes(upcoming, 16 << 20), "zstd", 1, None, name=upcoming)
+    LocalStore(str(repo_dir)).put(f"wal/{upcoming}", impostor, if_absent=True)
+    pg.chown_postgres(repo_dir / "wal" / upcoming)
+
+    primary.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+    primary.switch_wal()
+    deadline = time.time() + 60
+    while primary.scalar("SELECT last_failed_wal FROM pg_stat_archiver") != upcoming:
+        assert time.time() < deadline, primary.log_tail()
+        time.sleep(0.2)
+    assert "different content; refusing to overwrite" in primary.logfile.read_text()
+    assert (repo_dir / "wal" / upcoming).read_bytes() == impostor
+
+    env = pg.server_env({"WALSHIP_REPO": repo})
+    moved = pg.walship(["quarantine", upcoming, "--reason", "split brain: the old primary's segment"], env)
+    assert moved.returncode == 0, moved.stderr
+    aside = list((repo_dir / "quarantine").glob(f"*/wal/{upcoming}"))
+    assert len(aside) == 1 and aside[0].read_bytes() == impostor, "set aside, never deleted"
+    assert "split brain" in aside[0].with_name(upcoming + ".json").read_text()
+
+    last = primary.switch_wal()                 # wakes the archiver, which retries the segment
+    primary.wait_archived(last)
+    restored = scratch / "check"
+    pg.walship(["wal-fetch", upcoming, str(restored)], env, check=True)
+    assert restored.read_bytes() == (primary.datadir / "pg_wal" / upcoming).read_bytes()
