@@ -48,3 +48,55 @@ def test_the_tested_majors_are_the_test_matrix_and_the_wal_formats_walship_reads
     # the rule claims exactly what the integration tests run, and wal-push knows each one's WAL magic
     assert versions.TESTED_MAJORS == pg.VERSIONS
     assert sorted(walheader.WAL_MAGIC_MAJOR.values()) == list(versions.TESTED_MAJORS)
+
+
+class _Connection:
+    """Stands in for the psycopg connection: backup-push only needs it as a context manager before the check."""
+
+    def __enter__(self) -> "_Connection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _StartedBackup(Exception):
+    """Raised by the stand-in pg_backup_start: backup-push got past the version check."""
+
+
+@pytest.fixture
+def pushing_to_a_server_of(monkeypatch, tmp_path):
+    """backup-push against a server whose server_version_num is given; returns (push, the repository root)."""
+    from walship.backup import push as push_module
+    from walship.config import Settings
+    from walship.pg import backup_api
+    from walship.storage import open_store
+
+    pgdata = tmp_path / "pgdata"
+    (pgdata / "global").mkdir(parents=True)
+    (pgdata / "PG_VERSION").write_text("13\n")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def start_backup(*args: object) -> None:
+        raise _StartedBackup()
+
+    def push(server_version_num: int, **settings: object) -> None:
+        facts = backup_api.ServerFacts(server_version_num, "7300000000000000001", 1, 16 << 20, str(pgdata), False)
+        monkeypatch.setattr(push_module, "connect", lambda *a, **kw: _Connection())
+        monkeypatch.setattr(backup_api, "server_facts", lambda conn: facts)
+        monkeypatch.setattr(backup_api, "start_backup", start_backup)
+        s = Settings(**settings)
+        push_module.backup_push(str(pgdata), s, open_store(f"file://{repo}", s), progress_mode="none")
+    return push, repo
+
+
+def test_backup_push_refuses_an_untested_server_before_it_starts_a_backup(pushing_to_a_server_of) -> None:
+    push, repo = pushing_to_a_server_of
+    with pytest.raises(versions.UntestedPostgres, match="the server is PostgreSQL 13"):
+        push(130021)
+    assert list(repo.rglob("*")) == [], "a refused backup wrote to the repository"
+    with pytest.raises(_StartedBackup):
+        push(130021, allow_untested_pg=True)
+    with pytest.raises(_StartedBackup):
+        push(170010)
