@@ -35,6 +35,7 @@ class Settings:
     repo: str | None = None
     compression: str = "zstd"
     compression_level: int | None = None        # codec default when unset
+    allow_untested_pg: bool = False              # run on a PostgreSQL major outside 14-18 (pg/versions.py)
 
     # S3 and S3-compatible stores
     s3_endpoint: str | None = None               # e.g. http://127.0.0.1:9000 for MinIO

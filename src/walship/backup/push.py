@@ -37,7 +37,7 @@ from walship.backup.catalog import BackupInfo, Marker
 from walship.backup.manifest import ManifestEntry
 from walship.errors import WalshipError
 from walship.layout import wal_key
-from walship.pg import backup_api, walnames
+from walship.pg import backup_api, versions, walnames
 from walship.pg.conn import connect
 from walship.storage import ObjectExists
 
@@ -69,6 +69,7 @@ def backup_push(pgdata: str, settings, store, conninfo: str | None = None, progr
     started = time.time()
     with connect(conninfo, application_name="walship backup-push") as conn:
         facts = backup_api.server_facts(conn)
+        versions.require_tested(versions.major_of(facts.version), settings.allow_untested_pg, "the server")
         _check_same_cluster(pgdata, facts)
         if primary and not facts.in_recovery:
             raise WalshipError("--primary is for backups taken on a standby, and this server is a primary",
