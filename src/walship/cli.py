@@ -7,6 +7,7 @@ Each command's module is imported only when that command runs, so that
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -147,7 +148,7 @@ def _flags(args) -> dict:
 EXIT_CLOSED_PIPE = 141    # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 
 
-def _exit_quietly_on_closed_pipe(run):
+def _exit_quietly_on_closed_pipe(run: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
     """`walship config | head -1`: the reader closing the pipe is no error to report, and no traceback."""
     def guarded(argv: list[str]) -> int:
         try:

@@ -19,6 +19,7 @@ This module is on the archive_command fast path: it imports nothing heavy.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from walship.errors import ConfigError
 
@@ -37,9 +38,10 @@ class Option:
 
     __slots__ = ("name", "kind", "default", "help", "choices", "low", "high", "secret", "check")
 
-    def __init__(self, name: str, kind: str, default: object, help: str, *, choices=(),
+    def __init__(self, name: str, kind: str, default: object, help: str, *,
+                 choices: tuple[str, ...] | Callable[[], tuple[str, ...]] = (),
                  low: float | None = None, high: float | None = None, secret: bool = False,
-                 check=None):
+                 check: Callable[[str], str | None] | None = None):
         self.name = name
         self.kind = kind                # "str", "int", "float" or "bool"
         self.default = default          # None: unset (the help says what happens then)
@@ -52,7 +54,7 @@ class Option:
         self.check = check              # (value) -> None or what is wrong, for values with a form (URLs)
 
 
-def _url(*schemes: str):
+def _url(*schemes: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         scheme, sep, rest = value.partition("://")
         if not sep or scheme not in schemes or not rest.strip("/"):

@@ -134,14 +134,16 @@ def _instance_role(timeout: float = 1.0) -> str | None:
         return None
     import urllib.request
     base = _metadata_endpoint()
+    # straight to the link-local service, never through an HTTP proxy of the environment
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         request = urllib.request.Request(f"{base}/latest/api/token", method="PUT",
                                          headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
+        with opener.open(request, timeout=timeout) as answer:
             token = answer.read().decode()
         request = urllib.request.Request(f"{base}/latest/meta-data/iam/security-credentials/",
                                          headers={"X-aws-ec2-metadata-token": token})
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
+        with opener.open(request, timeout=timeout) as answer:
             roles = answer.read().decode().split()
     except (OSError, ValueError):
         return None
