@@ -18,6 +18,7 @@ This module is on the archive_command fast path: it imports nothing heavy.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 
@@ -224,39 +225,34 @@ def convert(name: str, raw: object, where: str) -> object:
 
 
 def _typed(option: Option, raw: object, where: str) -> object:
-    kind = option.kind
-    text = raw.strip() if isinstance(raw, str) else raw
-    if kind == "str":
+    """raw as the option's kind: TOML gives typed values, the environment strings."""
+    text = raw.strip().lower() if isinstance(raw, str) else None
+    if option.kind == "str":
         return str(raw)
-    if kind == "bool":
-        if isinstance(raw, bool):
-            return raw
-        if str(text).lower() in _TRUE:
-            return True
-        if str(text).lower() in _FALSE:
-            return False
-        expected = "true or false"
-    elif kind == "int":
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str):
-            try:
-                return int(text)
-            except ValueError:
-                pass
-        expected = "a whole number"
-    else:
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw == raw and abs(raw) != float("inf"):
-            return float(raw)
-        if isinstance(raw, str):
-            try:
-                number = float(text)
-            except ValueError:
-                number = float("nan")
-            if number == number and abs(number) != float("inf"):
-                return number
-        expected = "a number"
+    if option.kind == "bool":
+        if isinstance(raw, bool) or text in _TRUE + _FALSE:
+            return raw if isinstance(raw, bool) else text in _TRUE
+    elif isinstance(raw, bool):
+        pass                                 # TOML's true is no number
+    elif option.kind == "int":
+        number = raw if isinstance(raw, int) else _parse(int, text)
+        if number is not None:
+            return number
+    elif option.kind == "float":
+        number = float(raw) if isinstance(raw, (int, float)) else _parse(float, text)
+        if number is not None and math.isfinite(number):
+            return number
+    expected = {"bool": "true or false", "int": "a whole number", "float": "a number"}[option.kind]
     raise ConfigError(f"invalid value {raw!r} for {option.name} ({where})", f"expected {expected}")
+
+
+def _parse(kind: type, text: str | None) -> int | float | None:
+    if text is None:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        return None
 
 
 def _number(value: float | None) -> str:
@@ -266,7 +262,8 @@ def _number(value: float | None) -> str:
 
 
 def _nearest(name: str, candidates: list[str]) -> str:
-    """'; did you mean X?' for a misspelled name. difflib is imported only on this error path."""
+    """"did you mean X?" for a misspelled name ("" if nothing is close); difflib is imported only here,
+    on the error path."""
     import difflib
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f"did you mean {close[0]}?" if close else ""

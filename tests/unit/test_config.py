@@ -127,3 +127,14 @@ def test_values_are_converted_from_their_declaration(tmp_path):
 def test_a_bad_command_line_value_is_refused_too():
     with pytest.raises(ConfigError, match=r"push_concurrency = 0 is out of range \(command line\)"):
         load_settings({"push_concurrency": 0}, {})
+
+
+def test_numbers_and_booleans_from_the_environment_and_from_toml(tmp_path):
+    # "1" and "0" are numbers for a number and booleans for a boolean; TOML's true is no number
+    s = load_settings({}, {"WALSHIP_PUSH_BATCH": "1", "WALSHIP_S3_MAX_RETRIES": "0", "WALSHIP_S3_PATH_STYLE": "0"})
+    assert (s.push_batch, s.s3_max_retries, s.s3_path_style) == (1, 0, False)
+    cfg = write(tmp_path / "w.toml", "push_batch = true\n")
+    with pytest.raises(ConfigError, match="invalid value True for push_batch"):
+        load_settings({}, {"WALSHIP_CONFIG": cfg})
+    with pytest.raises(ConfigError, match="invalid value 'inf' for s3_request_timeout"):
+        load_settings({}, {"WALSHIP_S3_REQUEST_TIMEOUT": "inf"})

@@ -76,6 +76,8 @@ def _botocore_provider(profile: str):
 
 _CONTAINER_VARIABLES = ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
 INSTANCE_ROLE = "instance role (EC2 instance metadata)"
+_NO_CREDENTIALS_HINT = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give this host an instance "
+                        "role; `walship config` names the source in use")
 
 
 def credential_source(settings) -> tuple[str, dict[str, str], str | None]:
@@ -233,9 +235,7 @@ class S3Store(Store):
             # every source of the credential chain came up empty, the last being instance metadata:
             # checked before the status, whose 403/404 is the metadata service's, not the bucket's
             return StoreError(f"no usable AWS credentials ({_chain_tried(self._settings)}: {_reason(text)}) "
-                              f"for bucket {self.bucket}",
-                              "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give this host "
-                              "an instance role; `walship config` names the source in use")
+                              f"for bucket {self.bucket}", _NO_CREDENTIALS_HINT)
         if code == "NoSuchBucket":
             return StoreError(f"bucket {self.bucket} does not exist ({self._where()})",
                               "create it or fix the repository URL")
@@ -250,6 +250,10 @@ class S3Store(Store):
             return StoreError(f"access denied {action} {key} in bucket {self.bucket} (credentials from {source})",
                               "check the bucket policy and the IAM permissions (s3:GetObject, s3:PutObject, "
                               "s3:ListBucket, s3:DeleteObject)")
+        if "credential" in text.lower() and "error" in text.lower():
+            # a credential source that failed in its own words (a broken profile, web identity refused)
+            return StoreError(f"no usable AWS credentials ({_chain_tried(self._settings)}: {_reason(text)}) "
+                              f"for bucket {self.bucket}", _NO_CREDENTIALS_HINT)
         if status and status >= 500 or status == 429:
             what = {503: "throttled the requests (503 SlowDown)" if code == "SlowDown" else "is unavailable (HTTP 503)",
                     429: "throttled the requests (HTTP 429)"}.get(status, f"answered HTTP {status}{' ' + code if code else ''}")
