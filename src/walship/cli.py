@@ -7,6 +7,7 @@ Each command's module is imported only when that command runs, so that
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -145,6 +146,29 @@ def _flags(args) -> dict:
     return flags
 
 
+EXIT_CLOSED_PIPE = 141    # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
+
+
+def _exit_quietly_on_closed_pipe(run: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
+    """`walship config | head -1`: the reader closing the pipe is no error to report, and no traceback."""
+    def guarded(argv: list[str]) -> int:
+        try:
+            try:
+                return run(argv)
+            finally:
+                sys.stdout.flush()          # here, not at exit: a closed pipe is then caught below
+        except BrokenPipeError:
+            import os
+            # stdout still holds unwritten output: point it at /dev/null so that the interpreter's last
+            # flush at exit does not complain about the closed pipe either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return EXIT_CLOSED_PIPE
+    return guarded
+
+
+@_exit_quietly_on_closed_pipe
 def _run(argv: list[str]) -> int:
     from walship.errors import EXIT_USAGE
     from walship.walecompat.commandline import UnsupportedOption, translate
@@ -256,14 +280,24 @@ def _dispatch(command: str, args, settings) -> int:
 
 
 def _print_config(settings, as_json: bool) -> int:
+    """Every setting, its value (secrets masked) and where it came from; for an S3 repository also the
+    source of the AWS credentials (never their values), which are not settings but decide everything."""
     values = settings.masked()
+    credentials = None
+    if not settings.repo or settings.repo.startswith("s3://"):
+        from walship.storage.s3 import describe_credentials
+        credentials = describe_credentials(settings)
     if as_json:
         import json
-        print(json.dumps({k: {"value": v, "source": settings.sources.get(k, "default")}
-                          for k, v in values.items()}, indent=2, default=str))
+        doc = {k: {"value": v, "source": settings.sources.get(k, "default")} for k, v in values.items()}
+        if credentials is not None:
+            doc["s3_credentials"] = {"value": credentials, "source": "AWS credential chain"}
+        print(json.dumps(doc, indent=2, default=str))
         return 0
     width = max(len(k) for k in values)
     for key, value in values.items():
         shown = "" if value is None else value
         print(f"{key:<{width}}  {shown!s:<40}  ({settings.sources.get(key, 'default')})")
+    if credentials is not None:
+        print(f"{'s3_credentials':<{width}}  {credentials}  (AWS credential chain)")
     return 0

@@ -25,10 +25,34 @@ MAGIC = b"WALSHIP\x01"
 _LEN = struct.Struct(">I")
 HEADER_PROBE = 4096          # bytes to read to be sure to have the whole header
 DEFAULT_LEVELS = {"zstd": 3, "lz4": 0, "gzip": 6, "none": 0}
+CODECS = tuple(DEFAULT_LEVELS)
+# The levels each codec accepts (inclusive); "none" takes no level. zstd also has negative "fast"
+# levels, down to the bound its module reports (see level_error).
+LEVEL_RANGES: dict[str, tuple[int, int] | None] = {"zstd": (1, 22), "lz4": (0, 16), "gzip": (0, 9), "none": None}
 # archive_command latency matters more than the last few percent of size: zstd -1 compresses
 # a 16 MiB segment in ~37 ms here (level 3: ~62 ms) for ~25 % more bytes.
 WAL_LEVELS = {"zstd": 1, "lz4": 0, "gzip": 1, "none": 0}
 OUTPUT_CHUNK = 1 << 20      # largest piece a decompressor hands out: bounds memory on any ratio
+
+
+def level_error(codec: str, level: int) -> str | None:
+    """None when codec accepts level, else the levels it accepts (for a one-line configuration error)."""
+    bounds = LEVEL_RANGES[codec]
+    if bounds is None:
+        return f"compression {codec} takes no level: unset compression_level"
+    low, high = bounds
+    if low <= level <= high:
+        return None
+    fastest = None
+    if codec == "zstd":
+        try:
+            fastest = _zstd().CompressionParameter.compression_level.bounds()[0]
+        except (ImportError, AttributeError):
+            fastest = None
+        if fastest is not None and fastest <= level < 0:
+            return None
+    fast = f", or {fastest} to -1 (fast levels)" if fastest is not None and fastest < 0 else ""
+    return f"{codec} takes levels {low} to {high}{fast}"
 
 
 def encode_header(meta: dict) -> bytes:

@@ -8,118 +8,184 @@ WAL-E's environment (WALE_S3_PREFIX, WALE_FILE_PREFIX, WALE_S3_ENDPOINT, ...)
 is read where walship's own variable is unset, so a WAL-E installation keeps
 working after changing the program name.
 
+OPTIONS declares every setting once (type, default, choices, bounds, secret,
+help): converting and checking a value come from that declaration, so a bad
+value, an unknown WALSHIP_* variable or an unknown key in the file is refused
+when the settings are loaded, before any work starts (exit 2, one line).
+
 This module is on the archive_command fast path: it imports nothing heavy.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 
 from walship.errors import ConfigError
 
 DEFAULT_CONFIG_PATHS = ("/etc/walship/walship.toml",)
-SECRET_SETTINGS = {"s3_secret_access_key", "s3_session_token", "icinga_password",
-                   "encryption_key", "nsca_password"}
-CODECS = ("zstd", "lz4", "gzip", "none")
-SYSLOG_FACILITIES = ("user", "daemon", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
-                     "local7")
+# WALSHIP_* variables that are not settings: the config file's path, and the development scripts'
+# own variables (scripts/setup, scripts/demo, tests), so that a shell that ran them can run walship.
+KNOWN_VARIABLES = frozenset({"WALSHIP_CONFIG", "WALSHIP_VENV", "WALSHIP_EXTRAS", "WALSHIP_WALE_VENV",
+                             "WALSHIP_DEMO_KEEP", "WALSHIP_TEST_PG_DIR"})
+_DAY = 86400.0
+_MIB = 1 << 20
+
+
+class Option:
+    """One setting: its type, default, allowed values and help. Validation and conversion come from here.
+    A plain class with __slots__ rather than a dataclass: importing dataclasses costs every archive_command."""
+
+    __slots__ = ("name", "kind", "default", "help", "choices", "low", "high", "secret", "check")
+
+    def __init__(self, name: str, kind: str, default: object, help: str, *,
+                 choices: tuple[str, ...] | Callable[[], tuple[str, ...]] = (),
+                 low: float | None = None, high: float | None = None, secret: bool = False,
+                 check: Callable[[str], str | None] | None = None):
+        self.name = name
+        self.kind = kind                # "str", "int", "float" or "bool"
+        self.default = default          # None: unset (the help says what happens then)
+        self.help = help
+        self.choices = choices          # the only values allowed (without regard to case), or a function of none
+                                        # returning them
+        self.low = low                  # inclusive bounds of an int or float
+        self.high = high
+        self.secret = secret            # masked by `walship config`; a file holding it must be chmod 600
+        self.check = check              # (value) -> None or what is wrong, for values with a form (URLs)
+
+
+def _url(*schemes: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in schemes or not rest.strip("/"):
+            return f"expected {' or '.join(s + '://host[:port]' for s in schemes)}"
+        return None
+    return check
+
+
+def _syslog_address(value: str) -> str | None:
+    if value.startswith(("udp://", "tcp://")):
+        host, _, port = value.partition("://")[2].rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return "expected udp://host:port or tcp://host:port"
+        return None
+    if not value.startswith("/"):
+        return "expected a socket path (/dev/log), udp://host:port or tcp://host:port"
+    return None
+
+
+def _codecs() -> tuple[str, ...]:
+    # asked only when compression is set: the fast path of archive_command need not import codec
+    from walship.codec import CODECS
+    return CODECS
+
+
+_OPTIONS = (
+    Option("repo", "str", None, "s3://bucket/prefix or file:///absolute/path"),
+    Option("compression", "str", "zstd", "codec of stored objects", choices=_codecs),
+    Option("compression_level", "int", None, "codec level (default: the codec's; WAL uses a fast level)"),
+    Option("allow_untested_pg", "bool", False, "run on a PostgreSQL major walship was not tested on (14 to 18)"),
+
+    # S3 and S3-compatible stores
+    Option("s3_endpoint", "str", None, "S3-compatible store, e.g. http://127.0.0.1:9000", check=_url("http", "https")),
+    Option("s3_region", "str", None, "region (AWS_REGION / AWS_DEFAULT_REGION when unset)"),
+    Option("s3_path_style", "bool", None, "path-style addressing (default: iff a custom endpoint is set)"),
+    Option("s3_sse", "str", None, "server-side encryption", choices=("AES256", "aws:kms", "aws:kms:dsse")),
+    Option("s3_sse_kms_key_id", "str", None, "KMS key of s3_sse = aws:kms"),
+    Option("s3_storage_class", "str", None, "storage class, e.g. STANDARD_IA"),
+    Option("s3_ca_file", "str", None, "CA certificate of a private S3-compatible store"),
+    Option("s3_access_key_id", "str", None, "normally from the AWS credential chain"),
+    Option("s3_secret_access_key", "str", None, "normally from the AWS credential chain", secret=True),
+    Option("s3_session_token", "str", None, "normally from the AWS credential chain", secret=True),
+    Option("s3_profile", "str", None, "AWS profile (AWS_PROFILE when unset)"),
+    Option("s3_connect_timeout", "float", 10.0, "seconds to connect", low=0.1, high=_DAY),
+    Option("s3_request_timeout", "float", 300.0, "seconds for one request", low=0.1, high=_DAY),
+    Option("s3_max_retries", "int", 8, "retries of one request (uploads and downloads)", low=0, high=100),
+    Option("s3_retry_timeout", "float", 180.0, "seconds one request keeps being retried", low=0, high=_DAY),
+
+    # WAL archiving
+    Option("push_batch", "int", 8, "segments one wal-push call uploads (itself + other .ready)", low=1, high=1000),
+    Option("push_concurrency", "int", 4, "parallel uploads in one wal-push call", low=1, high=64),
+    Option("spool_dir", "str", None, "default: <pg_wal>/walship_spool"),
+    Option("fetch_prefetch", "int", 8, "segments wal-fetch downloads ahead (0 = off)", low=0, high=1000),
+
+    # base backups
+    Option("backup_concurrency", "int", 2, "parallel part workers of backup-push/fetch", low=1, high=64),
+    Option("backup_part_size", "int", 128 * _MIB, "uncompressed bytes per tar part",
+           low=64 * 1024, high=64 * 1024 * _MIB),
+    Option("retain", "int", None, "backups backup-push --retain keeps", low=1, high=100000),
+
+    # logging
+    Option("log_destination", "str", "stderr", "where log lines go", choices=("stderr", "syslog", "both", "none")),
+    Option("log_format", "str", "text", "log lines as text or JSON", choices=("text", "json")),
+    Option("log_level", "str", "info", "least severe level logged", choices=("debug", "info", "warning", "error")),
+    Option("syslog_program", "str", "walship", 'syslog program name ("{command}" expands to the command)'),
+    Option("syslog_facility", "str", "user", "syslog facility",
+           choices=("user", "daemon", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+                    "local7")),
+    Option("syslog_address", "str", "/dev/log", "a socket path, or udp://host:port, tcp://host:port",
+           check=_syslog_address),
+
+    # monitoring
+    Option("icinga_url", "str", None, "Icinga 2 API, https://host:5665", check=_url("https", "http")),
+    Option("icinga_user", "str", None, "Icinga 2 API user"),
+    Option("icinga_password", "str", None, "Icinga 2 API password", secret=True),
+    Option("icinga_ca", "str", None, "CA certificate of the Icinga 2 API"),
+    Option("icinga_host", "str", None, "host object the results are for"),
+    Option("icinga_service_backup", "str", "PostgreSQL base backup push", "service of backup results"),
+    Option("icinga_service_archive", "str", "PostgreSQL WAL archiving to S3", "service of archiving results"),
+    Option("icinga_archive_ok_interval", "float", 300.0, "seconds between two archiving OK results",
+           low=0, high=_DAY),
+    Option("nsca_host", "str", None, "send_nsca target host"),
+    Option("nsca_port", "int", 5667, "send_nsca target port", low=1, high=65535),
+    Option("nsca_password", "str", None, "send_nsca password", secret=True),
+    Option("nsca_encryption", "int", 1, "send_nsca encryption_method (1 = XOR, nsca's default)", low=0, high=26),
+    Option("metrics_file", "str", None, "Prometheus textfile collector output"),
+
+    # client-side encryption
+    Option("encryption_key", "str", None, "base64 keys, one per line (the first encrypts)", secret=True),
+    Option("encryption_key_file", "str", None, "file of base64 keys, one per line"),
+    Option("encryption_key_command", "str", None, "command printing base64 keys, one per line"),
+    Option("gpg_key_id", "str", None, "WAL-E's gpg key: its objects are decrypted with gpg"),
+)
+OPTIONS: dict[str, Option] = {option.name: option for option in _OPTIONS}
+SECRET_SETTINGS = frozenset(option.name for option in _OPTIONS if option.secret)
 
 
 class Settings:
-    """Every setting with its default; an instance holds the values in force.
+    """Every setting with its default (from OPTIONS); an instance holds the values in force.
 
     A plain class rather than a dataclass: importing dataclasses (inspect, ast)
     costs ~15-45 ms, paid by every archive_command call on the fast path.
+    Built directly (tests, library use) it takes values as given; load_settings validates them.
     """
-
-    repo: str | None = None
-    compression: str = "zstd"
-    compression_level: int | None = None        # codec default when unset
-    allow_untested_pg: bool = False              # run on a PostgreSQL major outside 14-18 (pg/versions.py)
-
-    # S3 and S3-compatible stores
-    s3_endpoint: str | None = None               # e.g. http://127.0.0.1:9000 for MinIO
-    s3_region: str | None = None                 # AWS_REGION / AWS_DEFAULT_REGION when unset
-    s3_path_style: bool | None = None            # None: path style iff a custom endpoint is set
-    s3_sse: str | None = None                    # AES256 | aws:kms
-    s3_sse_kms_key_id: str | None = None
-    s3_storage_class: str | None = None          # STANDARD_IA, GLACIER_IR, ...
-    s3_ca_file: str | None = None                # private CA of an S3-compatible store
-    s3_access_key_id: str | None = None          # normally from the AWS credential chain
-    s3_secret_access_key: str | None = None
-    s3_session_token: str | None = None
-    s3_profile: str | None = None                # AWS_PROFILE when unset
-    s3_connect_timeout: float = 10.0
-    s3_request_timeout: float = 300.0
-    s3_max_retries: int = 8
-    s3_retry_timeout: float = 180.0              # give up retrying one request after this long
-
-    # WAL archiving
-    push_batch: int = 8                          # segments one wal-push call uploads (itself + other .ready)
-    push_concurrency: int = 4                    # parallel uploads in one call
-    spool_dir: str | None = None                 # default: <pg_wal>/walship_spool
-    fetch_prefetch: int = 8                      # segments wal-fetch downloads ahead
-    fetch_retry_timeout: float = 60.0            # wal-fetch keeps retrying a failing store this long
-
-    # base backups
-    backup_concurrency: int = 2
-    backup_part_size: int = 128 * 1024 * 1024    # uncompressed bytes per tar part (the unit of parallelism)
-    retain: int | None = None                    # backup-push --retain
-
-    # logging
-    log_destination: str = "stderr"              # stderr | syslog | both | none
-    log_format: str = "text"                     # text | json
-    log_level: str = "info"
-    syslog_program: str = "walship"              # "{command}" expands to the command name
-    syslog_facility: str = "user"
-    syslog_address: str = "/dev/log"             # a socket path, or udp://host:port, tcp://host:port
-
-    # monitoring
-    icinga_url: str | None = None
-    icinga_user: str | None = None
-    icinga_password: str | None = None
-    icinga_ca: str | None = None
-    icinga_host: str | None = None
-    icinga_service_backup: str = "PostgreSQL base backup push"
-    icinga_service_archive: str = "PostgreSQL WAL archiving to S3"
-    icinga_archive_ok_interval: float = 300.0
-    nsca_host: str | None = None
-    nsca_port: int = 5667
-    nsca_password: str | None = None
-    nsca_encryption: int = 1                     # send_nsca encryption_method (1 = XOR, nsca's default)
-    metrics_file: str | None = None              # Prometheus textfile collector output
-
-    # client-side encryption
-    encryption_key: str | None = None
-    encryption_key_file: str | None = None
-    encryption_key_command: str | None = None
-    gpg_key_id: str | None = None                # WALE_GPG_KEY_ID: WAL-E's key; its objects are decrypted with gpg
 
     def __init__(self, **values: object):
         self.sources: dict[str, str] = {}      # where each value came from, for `walship config`
         for name, value in values.items():
-            if name not in _FIELDS:
+            if name not in OPTIONS:
                 raise TypeError(f"unknown setting {name!r}")
             setattr(self, name, value)
 
     def replace(self, **changes: object) -> "Settings":
-        copy = Settings(**{name: getattr(self, name) for name in _FIELDS}, **{})
+        copy = Settings(**{name: getattr(self, name) for name in OPTIONS})
         for name, value in changes.items():
-            if name not in _FIELDS:
+            if name not in OPTIONS:
                 raise TypeError(f"unknown setting {name!r}")
             setattr(copy, name, value)
         copy.sources = dict(self.sources)
         return copy
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Settings) and all(getattr(self, n) == getattr(other, n) for n in _FIELDS)
+        return isinstance(other, Settings) and all(getattr(self, n) == getattr(other, n) for n in OPTIONS)
 
     def __repr__(self) -> str:
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.masked().items()) + ")"
 
     def masked(self) -> dict[str, object]:
         out: dict[str, object] = {}
-        for name in _FIELDS:
+        for name in OPTIONS:
             value = getattr(self, name)
             if name in SECRET_SETTINGS and value:
                 value = "********"
@@ -127,32 +193,81 @@ class Settings:
         return out
 
 
-# name -> annotation text ("str | None", "int", ...), in declaration order
-_FIELDS: dict[str, str] = {name: str(kind) for name, kind in Settings.__annotations__.items()}
+for _option in _OPTIONS:
+    setattr(Settings, _option.name, _option.default)
+del _option
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
-def _convert(name: str, raw: object, origin: str) -> object:
-    kind = _FIELDS[name]
+def convert(name: str, raw: object, where: str) -> object:
+    """The value of setting name given as raw (a string from the environment, a TOML value, a flag),
+    checked against its declaration; ConfigError (one line: where, what, what to do) otherwise."""
+    option = OPTIONS[name]
     if raw is None:
         return None
+    value = _typed(option, raw, where)
+    choices = option.choices() if callable(option.choices) else option.choices
+    if choices:
+        match = next((c for c in choices if c.lower() == str(value).lower()), None)
+        if match is None:
+            raise ConfigError(f"unknown {name.replace('_', ' ')} {raw!r} ({where})",
+                              f"use one of {', '.join(choices)}")
+        value = match
+    if option.low is not None and value < option.low or option.high is not None and value > option.high:
+        raise ConfigError(f"{name} = {raw!r} is out of range ({where})",
+                          f"use {_number(option.low)} to {_number(option.high)} ({option.help})")
+    if option.check is not None:
+        problem = option.check(value)
+        if problem:
+            raise ConfigError(f"invalid {name} {raw!r} ({where})", problem)
+    return value
+
+
+def _typed(option: Option, raw: object, where: str) -> object:
+    """raw as the option's kind: TOML gives typed values, the environment strings."""
+    text = raw.strip().lower() if isinstance(raw, str) else None
+    if option.kind == "str":
+        return str(raw)
+    if option.kind == "bool":
+        if isinstance(raw, bool) or text in _TRUE + _FALSE:
+            return raw if isinstance(raw, bool) else text in _TRUE
+    elif isinstance(raw, bool):
+        pass                                 # TOML's true is no number
+    elif option.kind == "int":
+        number = raw if isinstance(raw, int) else _parse(int, text)
+        if number is not None:
+            return number
+    elif option.kind == "float":
+        number = float(raw) if isinstance(raw, (int, float)) else _parse(float, text)
+        if number is not None and math.isfinite(number):
+            return number
+    expected = {"bool": "true or false", "int": "a whole number", "float": "a number"}[option.kind]
+    raise ConfigError(f"invalid value {raw!r} for {option.name} ({where})", f"expected {expected}")
+
+
+def _parse(kind: type, text: str | None) -> int | float | None:
+    if text is None:
+        return None
     try:
-        if "bool" in kind:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if "int" in kind:
-            return int(raw)
-        if "float" in kind:
-            return float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{origin}: invalid value {raw!r} for {name}",
-                          f"expected {kind.replace(' | None', '')}") from None
-    return str(raw)
+        return kind(text)
+    except ValueError:
+        return None
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "any"
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _nearest(name: str, candidates: list[str]) -> str:
+    """"did you mean X?" for a misspelled name ("" if nothing is close); difflib is imported only here,
+    on the error path."""
+    import difflib
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f"did you mean {close[0]}?" if close else ""
 
 
 # WAL-E's storage prefixes, in the order WAL-E itself picks the first one set.
@@ -237,10 +352,10 @@ def _read_file(path: str) -> dict[str, object]:
                 flat[f"{key}_{sub}"] = subvalue
         else:
             flat[key] = value
-    unknown = sorted(set(flat) - set(_FIELDS))
+    unknown = sorted(set(flat) - set(OPTIONS))
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}",
-                          "see `walship config` for the setting names")
+                          _nearest(unknown[0], list(OPTIONS)) or "see `walship config` for the setting names")
     secrets = SECRET_SETTINGS & set(flat)
     if secrets:
         st = os.stat(path)
@@ -250,60 +365,65 @@ def _read_file(path: str) -> dict[str, object]:
     return flat
 
 
+def _own_environment(env: dict[str, str]) -> dict[str, str]:
+    """walship's variables as setting names; an unknown WALSHIP_* variable (a typo) is an error,
+    not silently ignored."""
+    out: dict[str, str] = {}
+    for var, value in env.items():
+        if not var.startswith("WALSHIP_") or var in KNOWN_VARIABLES:
+            continue
+        name = var[len("WALSHIP_"):].lower()
+        if name not in OPTIONS:
+            near = _nearest(var, ["WALSHIP_" + n.upper() for n in OPTIONS] + sorted(KNOWN_VARIABLES))
+            raise ConfigError(f"unknown environment variable {var}",
+                              (near + " " if near else "") + "(`walship config` lists the settings)")
+        if value != "":
+            out[name] = value
+    return out
+
+
 def load_settings(flags: dict[str, object] | None = None,
                   env: dict[str, str] | None = None,
                   config_path: str | None = None) -> Settings:
+    """The settings in force: every value checked against its declaration in OPTIONS before any work starts."""
     env = dict(os.environ) if env is None else env
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     settings = Settings()
-    layers: list[tuple[str, dict[str, object]]] = []
+    # (source shown by `walship config`, how to name one value's origin in an error, values)
+    layers: list[tuple[str, object, dict[str, object]]] = []
 
     path = config_path or env.get("WALSHIP_CONFIG")
+    if not path:
+        path = next((candidate for candidate in DEFAULT_CONFIG_PATHS if os.path.exists(candidate)), None)
     if path:
-        layers.append((f"file {path}", _read_file(path)))
-    else:
-        for candidate in DEFAULT_CONFIG_PATHS:
-            if os.path.exists(candidate):
-                layers.append((f"file {candidate}", _read_file(candidate)))
-                break
+        layers.append((f"file {path}", lambda name, p=path: f"{name} in {p}", _read_file(path)))
+    layers.append(("WAL-E environment", lambda name: "WAL-E environment", dict(_wale_environment(env))))
+    layers.append(("environment", lambda name: "WALSHIP_" + name.upper(), dict(_own_environment(env))))
+    layers.append(("command line", lambda name: "command line", flags))
 
-    layers.append(("WAL-E environment", dict(_wale_environment(env))))
-    own_env = {}
-    for name in _FIELDS:
-        value = env.get("WALSHIP_" + name.upper())
-        if value is not None and value != "":
-            own_env[name] = value
-    layers.append(("environment", own_env))
-    layers.append(("command line", flags))
-
-    for origin, values in layers:
+    origins: dict[str, str] = {}        # setting -> where its value came from, named for an error message
+    for source, where, values in layers:
         for name, raw in values.items():
-            if name not in _FIELDS:
-                raise ConfigError(f"{origin}: unknown setting {name!r}")
-            setattr(settings, name, _convert(name, raw, origin))
-            settings.sources[name] = origin
+            if name not in OPTIONS:
+                raise ConfigError(f"{source}: unknown setting {name!r}")
+            origins[name] = where(name)  # type: ignore[operator]
+            setattr(settings, name, convert(name, raw, origins[name]))
+            settings.sources[name] = source
 
     if settings.s3_region is None:
         settings.s3_region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    _validate(settings)
+    _check_combinations(settings, origins)
     return settings
 
 
-def _validate(s: Settings) -> None:
-    if s.compression not in CODECS:
-        raise ConfigError(f"unknown compression {s.compression!r}", f"use one of {', '.join(CODECS)}")
-    if s.log_destination not in ("stderr", "syslog", "both", "none"):
-        raise ConfigError(f"unknown log destination {s.log_destination!r}", "use stderr, syslog, both or none")
-    if s.syslog_facility.lower() not in SYSLOG_FACILITIES:
-        raise ConfigError(f"unknown syslog facility {s.syslog_facility!r}", "use user, daemon or local0 ... local7")
-    if s.log_format not in ("text", "json"):
-        raise ConfigError(f"unknown log format {s.log_format!r}", "use text or json")
-    if s.push_batch < 1 or s.push_concurrency < 1 or s.backup_concurrency < 1:
-        raise ConfigError("push_batch, push_concurrency and backup_concurrency must be at least 1")
-    if s.fetch_prefetch < 0:
-        raise ConfigError("fetch_prefetch must be 0 or more")
-    if s.s3_sse not in (None, "AES256", "aws:kms", "aws:kms:dsse"):
-        raise ConfigError(f"unknown server-side encryption {s.s3_sse!r}", "use AES256 or aws:kms")
+def _check_combinations(s: Settings, origins: dict[str, str]) -> None:
+    """Rules between settings (each value alone was checked by convert)."""
+    if s.compression_level is not None:
+        from walship.codec import level_error
+        problem = level_error(s.compression, s.compression_level)
+        if problem:
+            raise ConfigError(f"compression_level {s.compression_level} is not valid for compression "
+                              f"{s.compression} ({origins['compression_level']})", problem)
     if s.s3_sse_kms_key_id and s.s3_sse not in ("aws:kms", "aws:kms:dsse"):
         raise ConfigError("s3_sse_kms_key_id is set but s3_sse is not aws:kms", "set WALSHIP_S3_SSE=aws:kms")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -59,7 +60,10 @@ def test_missing_credentials(scratch, moto):
     env["HOME"] = str(scratch)              # no ~/.aws either
     r = pg.walship(["wal-push", _wal_file(scratch)], env)
     assert r.returncode == 3
-    assert "credentials" in _one_error_line(r).lower()
+    line = _one_error_line(r)
+    # what was tried, not "access denied ... bucket policy"
+    assert "no usable AWS credentials (tried AWS_ACCESS_KEY_ID" in line and "instance metadata at" in line
+    assert "bucket policy" not in line
 
 
 def test_repository_not_writable_by_postgres(scratch):
@@ -108,3 +112,54 @@ def test_store_failure_during_archive_recovery_stops_recovery_instead_of_ending_
     r = pg.walship(["wal-fetch", "000000010000000000000001", "pg_wal/RECOVERYXLOG"], env, cwd=str(pgdata))
     assert r.returncode == 126, r.stderr
     assert "stopping recovery" in r.stderr
+
+
+# --- every setting checked before any work starts -----------------------------------------
+
+@pytest.mark.parametrize("command", ["wal-push", "config"])
+@pytest.mark.parametrize("setting, expected", [
+    ({"WALSHIP_COMPRESSION_LEVEL": "99"}, "compression_level 99 is not valid for compression zstd"),
+    ({"WALSHIP_S3_ENDPIONT": "http://127.0.0.1:9000"},
+     "unknown environment variable WALSHIP_S3_ENDPIONT; did you mean WALSHIP_S3_ENDPOINT?"),
+    ({"WALSHIP_S3_REQUEST_TIMEOUT": "-1"}, "s3_request_timeout = '-1' is out of range"),
+    ({"WALSHIP_FETCH_RETRY_TIMEOUT": "60"}, "unknown environment variable WALSHIP_FETCH_RETRY_TIMEOUT"),
+])
+def test_a_bad_setting_is_refused_before_any_work(scratch, command, setting, expected):
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    args = ["wal-push", _wal_file(scratch)] if command == "wal-push" else ["config"]
+    r = pg.walship(args, pg.server_env({"WALSHIP_REPO": f"file://{repo}", **setting}))
+    assert r.returncode == 2, r.stderr
+    assert expected in _one_error_line(r) and r.stdout == ""
+    assert not any(repo.iterdir())                       # nothing was archived
+
+
+def test_backup_part_size_zero_is_refused_before_the_backup_starts(scratch):
+    # it used to loop forever writing empty parts (25,733 objects in 40 s)
+    repo = pg.make_dir(scratch, "repo", 0o755)
+    pgdata = pg.make_dir(scratch, "pgdata")
+    for size in ("0", "-1"):
+        r = pg.walship(["backup-push", str(pgdata)],
+                       pg.server_env({"WALSHIP_REPO": f"file://{repo}", "WALSHIP_BACKUP_PART_SIZE": size}))
+        assert r.returncode == 2, r.stderr
+        assert f"backup_part_size = '{size}' is out of range (WALSHIP_BACKUP_PART_SIZE); use 65536 to" \
+            in _one_error_line(r)
+    assert not any(repo.iterdir())
+
+
+def test_a_read_only_repository_filesystem_is_named(scratch):
+    if os.getuid() != 0:
+        pytest.skip("needs root to mount a read-only filesystem")
+    repo = scratch / "ro-repo"
+    repo.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(repo)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        r = pg.walship(["wal-push", _wal_file(scratch)], pg.server_env({"WALSHIP_REPO": f"file://{repo}"}))
+    finally:
+        subprocess.run(["umount", str(repo)], check=True)
+    assert r.returncode == 3, r.stderr
+    line = _one_error_line(r)
+    assert "read-only file system" in line and "remount the repository filesystem read-write" in line
+    assert "permission denied" not in line

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shlex
 import shutil
 import ssl
@@ -331,6 +332,11 @@ def _syslog_address(rsyslog: dict, transport: str) -> str:
     return f"{transport}://{rsyslog['RSYSLOG_HOST']}:{rsyslog['RSYSLOG_PORT']}"
 
 
+# "Mmm dd hh:mm:ss host tag: msg": RFC 3164 pads a one-digit day with a space ("Dec  2"), so the
+# header is parsed by its fields, not split on single spaces.
+_RFC3164_HEADER = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d (?P<host>\S+) (?P<tag>\S+)")
+
+
 def _events(rsyslog: dict, program: str) -> list[dict]:
     try:
         with open(rsyslog["RSYSLOG_JSON_LOG"]) as fh:
@@ -363,7 +369,9 @@ def test_syslog_lines_arrive_under_the_configured_program_name(rsyslog, scratch,
     assert pushed["bytes"] == 1 << 16 and pushed["duration_s"] >= 0 and pushed["program"] == program
     error = next(e for e in events if e["@fields"]["syslog_severity"] == "err")
     assert json.loads(error["message"])["error"]
-    assert error["@message"].split(" ")[4] == program + ":"   # "Mmm dd hh:mm:ss host program: msg"
+    header = _RFC3164_HEADER.match(error["@message"])
+    assert header, error["@message"]
+    assert header["tag"] == program + ":"
 
 
 # --- plugin checks and status on real clusters and repositories -------------------------

@@ -97,3 +97,38 @@ def test_a_stalled_store_times_out_instead_of_hanging(proxied, scratch):
     assert "did not answer in time" in r.stderr
     assert time.time() - started < 30
     assert not (scratch / "restored").exists()
+
+
+@pytest.mark.parametrize("fault", ["cut", "drop"])
+def test_a_reset_during_the_upload_is_retried_and_the_segment_archived(proxied, moto, scratch, fault):
+    # "cut": the connection is reset halfway through the request body; "drop": after the whole body,
+    # before S3 sees it. Either way nothing landed, and one reset must not fail the archive_command.
+    proxy, env, bucket, path = proxied
+    proxy.add("PUT", SEG, fault, times=1)
+    r = pg.walship(["wal-push", path], env)
+    assert r.returncode == 0, r.stderr
+    assert [f for f in proxy.fired if f[2] == fault]
+    assert len([q for q in proxy.requests if q[0] == "PUT" and SEG in q[1]]) == 2     # the retry
+    dest = scratch / "restored"
+    assert pg.walship(["wal-fetch", SEG, str(dest)], env).returncode == 0
+    assert dest.read_bytes() == open(path, "rb").read()
+
+
+def test_a_retried_create_only_upload_that_finds_its_own_first_attempt_succeeds(proxied, moto):
+    # the first PUT lands but its answer is lost; the retry (If-None-Match: *) is refused with 412:
+    # that is the same segment, archived, not a conflict
+    proxy, env, bucket, path = proxied
+    proxy.add("PUT", SEG, "lost", times=1)
+    r = pg.walship(["wal-push", path], env)
+    assert r.returncode == 0, r.stderr
+    assert "different content" not in r.stderr and _stored(moto, bucket)
+    assert len([q for q in proxy.requests if q[0] == "PUT" and SEG in q[1]]) == 2
+
+
+def test_an_upload_that_keeps_failing_says_what_was_tried(proxied, moto):
+    proxy, env, bucket, path = proxied
+    proxy.add("PUT", SEG, "cut", times=-1)
+    r = pg.walship(["wal-push", path], {**env, "WALSHIP_S3_MAX_RETRIES": "2"})
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+    assert "after 3 attempts over" in r.stderr and "nothing was acknowledged" in r.stderr
+    assert not _stored(moto, bucket)

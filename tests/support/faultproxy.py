@@ -6,6 +6,10 @@ Rules match a method and a path pattern and fire a number of times:
   "reset"    forward, then send half of the response body and reset the connection
   "truncate" forward, announce the full Content-Length, send half the body, close
   "stall"    accept the request and answer nothing for `stall_s` seconds
+  "drop"     read the request, do not forward it, reset the connection (the upload never lands)
+  "cut"      read half of the request body, then reset the connection (a reset during the upload)
+  "lost"     forward the request, then reset the connection without answering (it landed, the
+             answer is lost)
 Everything else is forwarded to the upstream server unchanged (but for the request
 headers named in `strip_request_headers`, to play a store that ignores them). Counters record
 what was seen, so that tests can assert that retries happened.
@@ -89,8 +93,12 @@ class FaultProxy:
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
-        body = h.rfile.read(length) if length else b""
         rule = self._take_rule(h.command, h.path)
+        if rule and rule.fault == "cut":
+            h.rfile.read(length // 2)
+            _reset(h)
+            return
+        body = h.rfile.read(length) if length else b""
         if rule and rule.fault in ("500", "503"):
             code, name = (500, "InternalError") if rule.fault == "500" else (503, "SlowDown")
             payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{name}</Code>'
@@ -100,6 +108,9 @@ class FaultProxy:
             h.send_header("Content-Length", str(len(payload)))
             h.end_headers()
             h.wfile.write(payload)
+            return
+        if rule and rule.fault == "drop":
+            _reset(h)
             return
         if rule and rule.fault == "stall":
             time.sleep(rule.stall_s)
@@ -113,19 +124,30 @@ class FaultProxy:
         resp = upstream.getresponse()
         data = resp.read()
         upstream.close()
+        if rule and rule.fault == "lost":
+            _reset(h)
+            return
         h.send_response(resp.status, resp.reason)
         for k, v in resp.getheaders():
             if k.lower() not in _HOP and k.lower() != "content-length":
                 h.send_header(k, v)
-        h.send_header("Content-Length", str(len(data)))
+        # a HEAD answer has no body: its Content-Length is the object's, as upstream said
+        length_header = resp.getheader("Content-Length") if h.command == "HEAD" else None
+        h.send_header("Content-Length", length_header or str(len(data)))
         if rule and rule.fault in ("reset", "truncate"):
             h.end_headers()
             h.wfile.write(data[: len(data) // 2])
             h.wfile.flush()
             if rule.fault == "reset":
-                h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                _reset(h)
             h.close_connection = True
             return
         h.end_headers()
         if h.command != "HEAD":
             h.wfile.write(data)
+
+
+def _reset(h: BaseHTTPRequestHandler) -> None:
+    """Close the client's connection with a TCP reset (SO_LINGER 0), as a broken network does."""
+    h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    h.close_connection = True

@@ -47,8 +47,9 @@ class PushResult:
     already_archived: bool = False
 
 
-def push_file(store: Store, path: str, compression: str, level: int | None,
-              keyring=None, owner: repo_record.RepositoryRecord | None = None) -> tuple[PushResult, os.stat_result]:
+def push_file(store: Store, path: str, compression: str, level: int | None, keyring=None,
+              owner: repo_record.RepositoryRecord | None = None,
+              allow_untested: bool = False) -> tuple[PushResult, os.stat_result]:
     name = os.path.basename(path)
     started = time.monotonic()
     try:
@@ -62,7 +63,7 @@ def push_file(store: Store, path: str, compression: str, level: int | None,
         raise WalshipError(f"{name} changed while it was read ({len(data)} of {st.st_size} bytes)",
                            "PostgreSQL will call wal-push again")
     if owner is not None and is_segment(name):
-        check_segment_file(data, name, owner)
+        check_segment_file(data, name, owner, allow_untested)
     digest = hashlib.sha256(data).hexdigest()
     blob = codec.pack(data, compression, level, keyring, sha256=digest, name=name)
     key = wal_key(name)
@@ -80,12 +81,13 @@ def push_file(store: Store, path: str, compression: str, level: int | None,
     return result, st
 
 
-def check_segment_file(data: bytes, name: str, owner: repo_record.RepositoryRecord) -> None:
+def check_segment_file(data: bytes, name: str, owner: repo_record.RepositoryRecord,
+                       allow_untested: bool = False) -> None:
     """Refuse what is not segment `name` of the repository's cluster (IntegrityError, nothing stored)."""
     size = owner.wal_segment_size or len(data)
     segment = Segment.parse(name, size)
     walheader.check_segment(data, name, size=size, start_lsn=segment.start_lsn(size), timeline=segment.timeline,
-                            system_identifier=owner.system_identifier)
+                            system_identifier=owner.system_identifier, allow_unknown_format=allow_untested)
 
 
 def cluster_identity(wal_path: str) -> repo_record.ClusterIdentity | None:
@@ -192,7 +194,8 @@ def wal_push(wal_path: str, settings, store: Store) -> list[PushResult]:
             level = codec.WAL_LEVELS[settings.compression]
 
         def submit(path: str):
-            return pool.submit(push_file, store, path, settings.compression, level, keyring, owner)
+            return pool.submit(push_file, store, path, settings.compression, level, keyring, owner,
+                               settings.allow_untested_pg)
         own = submit(wal_path)
         others = [(p, submit(p)) for p in extra]
         for path, fut in others:

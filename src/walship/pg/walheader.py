@@ -79,19 +79,21 @@ def parse_segment_header(data: bytes, what: str) -> SegmentHeader:
 
 
 def check_segment(data: bytes, name: str, *, size: int, start_lsn: int, timeline: int,
-                  system_identifier: str | None) -> SegmentHeader:
+                  system_identifier: str | None, allow_unknown_format: bool = False) -> SegmentHeader:
     """Refuse a file that is not the segment `name` of this cluster, before it is archived or served.
 
-    size: the segment size the file must have; start_lsn and timeline: what its name says.
+    size: the segment size the file must have; start_lsn and timeline: what its name says;
+    allow_unknown_format: the operator's allow_untested_pg (a newer major's WAL magic).
     """
     what = f"WAL file {name}"
     if len(data) != size:
         raise IntegrityError(f"{what} is {len(data)} bytes, not the cluster's segment size {size}",
                              "it is not a complete WAL segment; do not archive it by hand")
     header = parse_segment_header(data, what)
-    if header.pg_major is None:
+    if header.pg_major is None and not allow_unknown_format:
         raise IntegrityError(f"{what} has WAL format 0x{header.magic:04X}, which walship does not know",
-                             "it was written by an unsupported PostgreSQL, or is not WAL")
+                             "it was written by a PostgreSQL walship was not tested on (allow_untested_pg = true runs it anyway), "
+                             "or it is not WAL")
     if header.segment_size != size:
         raise IntegrityError(f"{what} says its segment size is {header.segment_size}, but the file is {size} bytes")
     if header.page_address != start_lsn:

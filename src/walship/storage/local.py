@@ -3,6 +3,10 @@
 Durability: each object is written to a temporary file in its directory,
 fsynced, then linked to its final name (link fails if the name exists, which
 gives create-only semantics atomically), and the directory is fsynced.
+
+Ownership: run as root (a backup-push from root's cron), new directories and
+files get the owner and group of the repository's root directory, so that the
+archiving user (postgres) can still replace and delete them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from walship.errors import ConfigError, StoreError
 from walship.storage import Chunks, ObjectExists, ObjectInfo, ObjectNotFound, Store
 
 _TMP_SUFFIX = ".walship-tmp"
+_VERBS = {"writing": "write", "deleting": "delete", "reading": "read"}
 
 
 def _fsync_dir(path: str) -> None:
@@ -32,6 +37,8 @@ class LocalStore(Store):
             raise ConfigError(f"file repository path {root!r} is not absolute", "use file:///absolute/path")
         self.root = os.path.normpath(root)
         self.url = "file://" + self.root
+        self._owner: tuple[int, int] | None = None      # (uid, gid) new entries get; see _inherit
+        self._owner_known = False
 
     @classmethod
     def from_url(cls, url: str) -> "LocalStore":
@@ -50,7 +57,11 @@ class LocalStore(Store):
         if exc.errno == errno.ENOSPC:
             return StoreError(f"no space left on the repository filesystem while {action} {key} in {self.root}",
                               "free space there; nothing was acknowledged")
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if exc.errno == errno.EROFS:
+            return StoreError(f"read-only file system: cannot {_VERBS.get(action, action)} {key} in {self.root}",
+                              "remount the repository filesystem read-write (or point WALSHIP_REPO at a writable "
+                              "repository); nothing was acknowledged")
+        if exc.errno in (errno.EACCES, errno.EPERM):
             return StoreError(f"permission denied {action} {key} in {self.root}",
                               "make the repository directory writable by the user that runs walship (postgres)")
         return StoreError(f"error {action} {key} in {self.root}: {exc.strerror or exc}")
@@ -60,9 +71,12 @@ class LocalStore(Store):
         directory = os.path.dirname(path)
         tmp = f"{path}.{os.urandom(6).hex()}{_TMP_SUFFIX}"
         try:
-            os.makedirs(directory, exist_ok=True)
+            self._makedirs(directory)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
+                owner = self._inherit()
+                if owner:
+                    os.fchown(fd, *owner)
                 if isinstance(data, (bytes, bytearray, memoryview)):
                     _write_all(fd, data)
                 else:
@@ -87,6 +101,34 @@ class LocalStore(Store):
         except BaseException:
             _silent_unlink(tmp)
             raise
+
+    def _inherit(self) -> tuple[int, int] | None:
+        """As root: the owner and group of the repository's root directory, for new directories and files
+        (None when not root, or when root owns the repository anyway)."""
+        if os.geteuid() != 0:
+            return None
+        if not self._owner_known:
+            st = os.stat(self.root)
+            self._owner = (st.st_uid, st.st_gid) if (st.st_uid, st.st_gid) != (0, 0) else None
+            self._owner_known = True
+        return self._owner
+
+    def _makedirs(self, directory: str) -> None:
+        """Create directory and its missing parents below the root, each given the root's owner (as root)."""
+        missing = []
+        path = directory
+        while path != self.root and len(path) > len(self.root) and not os.path.isdir(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        os.makedirs(self.root, exist_ok=True)
+        for path in reversed(missing):
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                continue                      # a concurrent writer made it (and gave it its owner)
+            owner = self._inherit()
+            if owner:
+                os.chown(path, *owner)
 
     def get(self, key: str) -> bytes:
         try:

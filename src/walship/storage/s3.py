@@ -27,16 +27,16 @@ from walship.storage import Chunks, ObjectExists, ObjectInfo, ObjectNotFound, St
 _SINGLE_PUT_LIMIT = 64 * 1024 * 1024
 # A streamed upload buffers chunk size x concurrency: 32 MiB per backup part in flight.
 _MULTIPART_CHUNK = 16 * 1024 * 1024
+# A create-only PUT that finds its key taken reads a stored object up to this size back to see whether
+# it is its own (see put); larger ones (WAL) are compared by their callers.
+_COMPARE_LIMIT = 1 << 20
 
 
-def _profile_credentials(profile: str | None) -> dict[str, str] | None:
-    """Static keys of an AWS shared-credentials profile, or None."""
+def _profile_credentials(profile: str | None) -> tuple[dict[str, str], str] | None:
+    """Static keys of an AWS shared-credentials profile and the file holding them, or None."""
     name = profile or os.environ.get("AWS_PROFILE") or "default"
-    paths = [
-        os.environ.get("AWS_SHARED_CREDENTIALS_FILE", os.path.expanduser("~/.aws/credentials")),
-        os.environ.get("AWS_CONFIG_FILE", os.path.expanduser("~/.aws/config")),
-    ]
-    for path, section in ((paths[0], name), (paths[1], name if name == "default" else f"profile {name}")):
+    for path, section in ((_aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials"), name),
+                          (_aws_file("AWS_CONFIG_FILE", "config"), name if name == "default" else f"profile {name}")):
         parser = configparser.RawConfigParser()
         try:
             if not parser.read(path):
@@ -48,10 +48,12 @@ def _profile_credentials(profile: str | None) -> dict[str, str] | None:
                      "secret_access_key": parser.get(section, "aws_secret_access_key", fallback="")}
             if parser.has_option(section, "aws_session_token"):
                 creds["token"] = parser.get(section, "aws_session_token")
-            return creds
-    if profile or os.environ.get("AWS_PROFILE"):
-        return None
+            return creds, path
     return None
+
+
+def _aws_file(variable: str, name: str) -> str:
+    return os.environ.get(variable, os.path.expanduser(f"~/.aws/{name}"))
 
 
 def _botocore_provider(profile: str):
@@ -70,6 +72,84 @@ def _botocore_provider(profile: str):
         return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key,
                 "token": frozen.token, "expires_at": None}
     return provide
+
+
+_CONTAINER_VARIABLES = ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+INSTANCE_ROLE = "instance role (EC2 instance metadata)"
+_NO_CREDENTIALS_HINT = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give this host an instance "
+                        "role; `walship config` names the source in use")
+
+
+def credential_source(settings) -> tuple[str, dict[str, str], str | None]:
+    """Which source of the AWS credential chain the store uses, in obstore's order:
+    (what to call it, static keys for obstore's config, profile to resolve through botocore)."""
+    if settings.s3_access_key_id:
+        keys = {"access_key_id": settings.s3_access_key_id,
+                "secret_access_key": settings.s3_secret_access_key or ""}
+        if settings.s3_session_token:
+            keys["token"] = settings.s3_session_token
+        origin = getattr(settings, "sources", {}).get("s3_access_key_id", "settings")
+        return f"walship setting s3_access_key_id ({origin})", keys, None
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        return "environment (AWS_ACCESS_KEY_ID)", {}, None
+    if os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
+        return "web identity (AWS_WEB_IDENTITY_TOKEN_FILE)", {}, None
+    profile = settings.s3_profile or os.environ.get("AWS_PROFILE")
+    static = _profile_credentials(profile)
+    if static:
+        keys, path = static
+        return f"profile {profile or 'default'} ({path})", keys, None
+    if profile:
+        return f"profile {profile} (through botocore: SSO or assume-role)", {}, profile
+    if any(os.environ.get(v) for v in _CONTAINER_VARIABLES):
+        return "container credentials endpoint (ECS task role)", {}, None
+    return INSTANCE_ROLE, {}, None
+
+
+def _chain_tried(settings) -> str:
+    """What the credential chain looked at, for the error when none of it gave credentials."""
+    profile = settings.s3_profile or os.environ.get("AWS_PROFILE") or "default"
+    return (f"tried AWS_ACCESS_KEY_ID, AWS_WEB_IDENTITY_TOKEN_FILE, profile {profile} in "
+            f"{_aws_file('AWS_SHARED_CREDENTIALS_FILE', 'credentials')}, the container endpoint and "
+            f"instance metadata at {_metadata_endpoint()}")
+
+
+def _metadata_endpoint() -> str:
+    return os.environ.get("AWS_METADATA_ENDPOINT", "http://169.254.169.254").rstrip("/")
+
+
+def describe_credentials(settings) -> str:
+    """The credential source for `walship config`, never a value. The instance role is only a candidate
+    until instance metadata is asked (one short request): without an answer it is "none found"."""
+    source, _, _ = credential_source(settings)
+    if source != INSTANCE_ROLE:
+        return source
+    role = _instance_role()
+    if role:
+        return f"instance role {role} (EC2 instance metadata)"
+    return f"none found ({_chain_tried(settings)}: no instance role)"
+
+
+def _instance_role(timeout: float = 1.0) -> str | None:
+    """The IAM role instance metadata offers (IMDSv2), or None where there is no such service."""
+    if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+        return None
+    import urllib.request
+    base = _metadata_endpoint()
+    # straight to the link-local service, never through an HTTP proxy of the environment
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        request = urllib.request.Request(f"{base}/latest/api/token", method="PUT",
+                                         headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+        with opener.open(request, timeout=timeout) as answer:
+            token = answer.read().decode()
+        request = urllib.request.Request(f"{base}/latest/meta-data/iam/security-credentials/",
+                                         headers={"X-aws-ec2-metadata-token": token})
+        with opener.open(request, timeout=timeout) as answer:
+            roles = answer.read().decode().split()
+    except (OSError, ValueError):
+        return None
+    return roles[0] if roles else None
 
 
 class S3Store(Store):
@@ -97,19 +177,10 @@ class S3Store(Store):
         # S3 verifies each upload against this checksum: a body damaged in transit is refused.
         config["checksum_algorithm"] = "sha256"
 
-        provider = None
-        if settings.s3_access_key_id:
-            config["access_key_id"] = settings.s3_access_key_id
-            config["secret_access_key"] = settings.s3_secret_access_key or ""
-            if settings.s3_session_token:
-                config["token"] = settings.s3_session_token
-        elif not os.environ.get("AWS_ACCESS_KEY_ID") and not os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
-            profile = settings.s3_profile or os.environ.get("AWS_PROFILE")
-            static = _profile_credentials(profile)
-            if static:
-                config.update(static)
-            elif profile:
-                provider = _botocore_provider(profile)
+        self._settings = settings
+        _, keys, profile = credential_source(settings)
+        config.update(keys)
+        provider = _botocore_provider(profile) if profile else None
 
         client: dict[str, object] = {
             "connect_timeout": timedelta(seconds=settings.s3_connect_timeout),
@@ -144,8 +215,8 @@ class S3Store(Store):
             raise ConfigError(f"S3 repository URL {url!r} has no bucket", "use s3://bucket/prefix")
         return cls(parsed.netloc, parsed.path, settings)
 
-    # --- error mapping: one line naming the bucket and what to check ---
-    def _error(self, exc: Exception, action: str, key: str) -> Exception:
+    # --- error mapping: one line naming the bucket, what was tried and what to check ---
+    def _error(self, exc: Exception, action: str, key: str, streamed: bool = False) -> Exception:
         text = str(exc)
         if isinstance(exc, FileNotFoundError) or type(exc).__name__ == "NotFoundError":
             if "NoSuchBucket" in text:
@@ -154,55 +225,83 @@ class S3Store(Store):
             return ObjectNotFound(f"{key} not found in {self.url}")
         code = _xml_code(text)
         status = _status(text)
+        tried = _attempts(text)
+        if streamed and action == "writing":
+            # obstore retries each part; the parts already read from the stream cannot be read again
+            tried = f"a part {tried}; the streamed upload was not restarted" if tried else \
+                "the streamed upload was not restarted"
+        tried = f" ({tried})" if tried else ""
+        if _credential_request(text):
+            # every source of the credential chain came up empty, the last being instance metadata:
+            # checked before the status, whose 403/404 is the metadata service's, not the bucket's
+            return StoreError(f"no usable AWS credentials ({_chain_tried(self._settings)}: {_reason(text)}) "
+                              f"for bucket {self.bucket}", _NO_CREDENTIALS_HINT)
         if code == "NoSuchBucket":
             return StoreError(f"bucket {self.bucket} does not exist ({self._where()})",
                               "create it or fix the repository URL")
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken") \
                 or type(exc).__name__ == "UnauthenticatedError":
-            return StoreError(f"S3 rejected the credentials for bucket {self.bucket} ({code or 'unauthenticated'})",
-                              "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the instance role")
+            source, _, _ = credential_source(self._settings)
+            return StoreError(f"S3 rejected the credentials for bucket {self.bucket} ({code or 'unauthenticated'}; "
+                              f"credentials from {source})",
+                              "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile or the instance role")
         if status == 403 or code == "AccessDenied" or type(exc).__name__ == "PermissionDeniedError":
-            return StoreError(f"access denied {action} {key} in bucket {self.bucket}",
-                              "check the credentials and the bucket policy (s3:GetObject, s3:PutObject, s3:ListBucket, s3:DeleteObject)")
-        if "/latest/api/token" in text or "/latest/meta-data" in text or (
-                "credential" in text.lower() and "error" in text.lower()):
-            # every source of the credential chain failed, the last being instance metadata
-            return StoreError(f"no usable AWS credentials for bucket {self.bucket}",
-                              "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role")
+            source, _, _ = credential_source(self._settings)
+            return StoreError(f"access denied {action} {key} in bucket {self.bucket} (credentials from {source})",
+                              "check the bucket policy and the IAM permissions (s3:GetObject, s3:PutObject, "
+                              "s3:ListBucket, s3:DeleteObject)")
+        if "credential" in text.lower() and "error" in text.lower():
+            # a credential source that failed in its own words (a broken profile, web identity refused)
+            return StoreError(f"no usable AWS credentials ({_chain_tried(self._settings)}: {_reason(text)}) "
+                              f"for bucket {self.bucket}", _NO_CREDENTIALS_HINT)
         if status and status >= 500 or status == 429:
             what = {503: "throttled the requests (503 SlowDown)" if code == "SlowDown" else "is unavailable (HTTP 503)",
                     429: "throttled the requests (HTTP 429)"}.get(status, f"answered HTTP {status}{' ' + code if code else ''}")
-            return StoreError(f"S3 at {self._where()} {what} while {action} {key}, after retries",
+            return StoreError(f"S3 at {self._where()} {what} while {action} {key}{tried}",
                               "the store is failing; nothing was acknowledged, retry later")
         if status:
             return StoreError(f"S3 error {action} {key} in bucket {self.bucket}: HTTP {status}"
-                              + (f" {code}" if code else ""))
+                              + (f" {code}" if code else "") + tried)
         if "body error" in text or "connection reset" in text.lower() or "incomplete" in text.lower():
-            return StoreError(f"the connection to S3 at {self._where()} broke while {action} {key}, after retries",
+            return StoreError(f"the connection to S3 at {self._where()} broke while {action} {key}{tried}",
                               "check the network and the store; " + (
                                   "nothing was acknowledged" if action == "writing" else "nothing partial was kept"))
         if "kind: Timeout" in text or "TimedOut" in text:
-            return StoreError(f"S3 at {self._where()} did not answer in time while {action} {key}, after retries",
+            return StoreError(f"S3 at {self._where()} did not answer in time while {action} {key}{tried}",
                               "check the store's health and the network (timeouts: WALSHIP_S3_REQUEST_TIMEOUT)")
         if "error sending request" in text or "onnect" in text or "dns error" in text or "timed out" in text:
-            return StoreError(f"cannot reach S3 at {self._where()} while {action} {key} (after retries): "
+            return StoreError(f"cannot reach S3 at {self._where()} while {action} {key}{tried}: "
                               f"{_reason(text)}", "check the network and WALSHIP_S3_ENDPOINT")
-        return StoreError(f"S3 error {action} {key} in bucket {self.bucket}: {_reason(text)}")
+        return StoreError(f"S3 error {action} {key} in bucket {self.bucket}{tried}: {_reason(text)}")
 
     def _where(self) -> str:
         return self._endpoint or "AWS S3"
 
     def put(self, key: str, data: bytes | Chunks, *, if_absent: bool = False) -> None:
+        """Connection resets, timeouts, 5xx and 429 are retried by obstore within s3_max_retries and
+        s3_retry_timeout (backoff with jitter): a single PUT as a whole, a streamed upload part by part."""
         attributes = {"Storage-Class": self.storage_class} if self.storage_class else None
-        small = isinstance(data, (bytes, bytearray, memoryview)) and len(data) <= _SINGLE_PUT_LIMIT
+        whole = isinstance(data, (bytes, bytearray, memoryview))
+        small = whole and len(data) <= _SINGLE_PUT_LIMIT
         mode = "create" if if_absent else None
         try:
             obstore.put(self._store, key, data, attributes=attributes, mode=mode,
                         use_multipart=not small, chunk_size=_MULTIPART_CHUNK, max_concurrency=2)
         except Exception as exc:
             if type(exc).__name__ in ("AlreadyExistsError", "PreconditionError"):
+                # A retried create-only PUT finds the object its own lost first attempt stored: a small
+                # object holding exactly these bytes is that one (locks and records carry a unique token).
+                # Anything else is ObjectExists, and the caller compares (WAL: by the header's digest).
+                if whole and len(data) <= _COMPARE_LIMIT and self._holds(key, data):
+                    return
                 raise ObjectExists(f"{key} already exists in {self.url}") from None
-            raise self._error(exc, "writing", key) from None
+            raise self._error(exc, "writing", key, streamed=not small) from None
+
+    def _holds(self, key: str, data: bytes | bytearray | memoryview) -> bool:
+        try:
+            return self.get(key) == bytes(data)
+        except ObjectNotFound:
+            return False
 
     def prove_create_only(self) -> str:
         """Write a probe twice with If-None-Match: *; a store that lets the second write through would let
@@ -303,7 +402,36 @@ def _reason(text: str) -> str:
                    "connection reset", "Connection reset", "error sending request"):
         if marker in text:
             return marker.lower()
+    status = _status(text)
+    if status:
+        return f"HTTP {status}"
     return _first_line(text)
+
+
+# obstore's RetryError: "Error performing PUT <uri> in 564.9ms, after 4 retries, max_retries: 4, ..."
+# (without ", after N retries" when the first attempt was the only one)
+_RETRIED = re.compile(r"Error performing (\w+) (\S+) in ([\d.]+)(ns|µs|us|ms|s)(?:, after (\d+) retries)?")
+_SECONDS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _attempts(text: str) -> str:
+    """"after 5 attempts over 2.3 s", from obstore's error; "" when it does not say."""
+    m = _RETRIED.search(text)
+    if not m:
+        return ""
+    attempts = int(m.group(5) or 0) + 1
+    seconds = float(m.group(3)) * _SECONDS[m.group(4)]
+    return f"after {attempts} attempt{'s' if attempts > 1 else ''} over {seconds:.1f} s"
+
+
+def _credential_request(text: str) -> bool:
+    """Did a request of the credential chain fail (instance metadata, the container endpoint, STS)?"""
+    m = re.search(r"Error performing \w+ (\S+)", text)
+    uri = m.group(1) if m else ""
+    container = os.environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or "169.254.170.2"
+    return ("/latest/api/token" in uri or "/latest/meta-data" in uri or container in uri
+            or "sts." in uri and "Action=AssumeRoleWithWebIdentity" in text
+            or "/latest/api/token" in text or "/latest/meta-data" in text)
 
 
 def _first_line(exc: object) -> str:
