@@ -248,8 +248,8 @@ class WalArchive:
                 f"{format_lsn(history.branch_lsn)} (up to {self.name(history.parent, beyond[-1])}): two servers "
                 f"wrote after the branch, a restored copy that archived here or a split brain",
                 f"find the server still writing timeline {history.parent} (pg_stat_archiver on each) and stop it or "
-                f"give it its own repository; a restore follows timeline {history.timeline} unless "
-                f"--target-timeline says otherwise")
+                f"give it its own repository; a restore follows the latest timeline ({max(self.histories)}) unless "
+                f"backup-fetch --target-timeline says otherwise")
 
 
 def load(store, keyring=None) -> WalArchive:
@@ -278,16 +278,17 @@ def gap_text(gap: dict) -> str:
     return span + (f", next archived {gap['next']}" if gap["next"] else ", nothing archived after it")
 
 
-def timeline_lines(timelines: list[dict], indent: str) -> list[str]:
+def timeline_lines(timelines: list[dict], indent: str, flags: bool = True) -> list[str]:
     lines = []
     for t in timelines:
         if t["parent"] is None:
-            origin = "no parent in the archive"
+            origin = "the first timeline here"
         else:
-            origin = f"from timeline {t['parent']} at {t['branch_lsn']} ({utc(t['time'])})"
-        wal = f"WAL {t['first']} .. {t['last']} ({t['segments']} segments)" if t["segments"] else "no WAL"
+            origin = f"from timeline {t['parent']} at {t['branch_lsn']} (history archived {utc(t['time'])})"
+        plural = "segment" if t["segments"] == 1 else "segments"
+        wal = f"WAL {t['first']} .. {t['last']} ({t['segments']} {plural})" if t["segments"] else "no WAL"
         lines.append(f"{indent}{t['timeline']}: {origin}, {wal}")
-        for flag in t["flags"]:
+        for flag in t["flags"] if flags else ():
             lines.append(f"{indent}   {flag['kind']}: {flag['message']}")
             lines.append(f"{indent}   what to do: {flag['hint']}")
     return lines

@@ -65,7 +65,7 @@ def render(report: dict) -> str:
     lines += [f"  - warning: {p}" for p in w["warnings"]]
     if w["timelines"]:
         lines.append("timelines:")
-        lines += walarchive.timeline_lines(w["timelines"], "  ")
+        lines += walarchive.timeline_lines(w["timelines"], "  ", flags=False)   # flags: problems and warnings above
     if w["windows"]:
         lines.append("recoverable (from a backup's consistency point to the first gap after it):")
         lines += walarchive.window_lines(w["windows"], "  ")
