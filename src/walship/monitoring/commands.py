@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from walship.errors import WalshipError
 from walship.monitoring.plugin import UNKNOWN, CheckResult, parse_age
+
+if TYPE_CHECKING:
+    from walship.config import Settings
+    from walship.monitoring.walarchive import WalArchive
+    from walship.storage import Store
 
 
 def run(command: str, args, settings, store_factory) -> int:
@@ -91,7 +98,7 @@ def _check_archive(args, settings, store_factory) -> CheckResult:
     return check_archive(facts, archive, gaps, since, repo_error, limits, facts.now)
 
 
-def _load_archive(settings, store_factory):
+def _load_archive(settings: Settings, store_factory: Callable[[], Store]) -> tuple[WalArchive, str | None]:
     """The WAL archive (segment size and timelines from the repository, as `status` reads them) and the
     start segment of the oldest kept backup (None without backups)."""
     from walship.backup.catalog import list_backups

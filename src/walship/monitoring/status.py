@@ -11,13 +11,20 @@ times when one is configured).
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from walship.monitoring import walarchive
 from walship.monitoring.walarchive import utc
+from walship.pg.walnames import format_lsn
 from walship.monitoring.plugin import format_age, format_bytes
 
+if TYPE_CHECKING:
+    from walship.backup.catalog import BackupInfo
+    from walship.config import Settings
+    from walship.storage import Store
 
-def gather(settings, store, conninfo: str | None, now: float) -> dict:
+
+def gather(settings: Settings, store: Store, conninfo: str | None, now: float) -> dict:
     from walship.backup.catalog import list_backups
     from walship.crypto import keyring_from_settings
     from walship.errors import WalshipError
@@ -53,7 +60,7 @@ def gather(settings, store, conninfo: str | None, now: float) -> dict:
     }
 
 
-def _newest_window(backups, windows: list[walarchive.Span]) -> dict | None:
+def _newest_window(backups: list[BackupInfo], windows: list[walarchive.Span]) -> dict | None:
     """The span that reaches furthest, from the oldest backup that reaches it: the one line summary."""
     if not windows:
         return None
@@ -61,7 +68,7 @@ def _newest_window(backups, windows: list[walarchive.Span]) -> dict | None:
     backup = next(b for b in backups if b.name == newest.backup)
     return {"start_time": backup.stop_time, "start_backup": backup.name, "start_lsn": backup.stop_lsn,
             "start_wal": backup.stop_wal, "timeline": newest.timeline, "end_time": newest.end_time,
-            "end_wal": newest.end_wal, "end_lsn": newest.as_dict()["end_lsn"]}
+            "end_wal": newest.end_wal, "end_lsn": format_lsn(newest.end_lsn)}
 
 
 def _failures(settings, facts) -> dict:

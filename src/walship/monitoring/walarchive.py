@@ -19,10 +19,17 @@ Listing, segment size and history files come from walship.repo.walindex.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from walship.pg.walnames import Segment, format_lsn, parse_lsn
+from walship.pg.walnames import Segment, format_lsn, history_name, parse_lsn, segment_of
 from walship.repo import walindex
+
+if TYPE_CHECKING:
+    from walship.backup.catalog import BackupInfo
+    from walship.crypto import Keyring
+    from walship.storage import Store
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,10 @@ class WalArchive:
     def branch_segment(self, timeline: int) -> int | None:
         """The segment number that holds the point where `timeline` branched off its parent."""
         history = self.histories.get(timeline)
-        return history.branch_lsn // self.segment_size if history else None
+        return self._branch_number(history) if history else None
+
+    def _branch_number(self, history: walindex.History) -> int:
+        return segment_of(history.branch_lsn, history.parent, self.segment_size).number
 
     def children(self, timeline: int) -> list[walindex.History]:
         return sorted((h for h in self.histories.values() if h.parent == timeline), key=lambda h: h.timeline)
@@ -161,7 +171,7 @@ class WalArchive:
                 expected = n + 1
             # A child that branches off later needs this timeline up to the segment before its branch point.
             for child in self.children(tli):
-                branch = child.branch_lsn // self.segment_size
+                branch = self._branch_number(child)
                 if self.has(child.timeline, branch) and expected < branch:
                     found.append(self._gap(tli, expected, branch - 1, self.name(child.timeline, branch)))
                     expected = branch
@@ -169,7 +179,7 @@ class WalArchive:
 
     # --- windows ---------------------------------------------------------------------
 
-    def backup_missing(self, backup) -> str | None:
+    def backup_missing(self, backup: BackupInfo) -> str | None:
         """The first segment of the backup's own WAL (start to stop) that is not archived, or None."""
         first = Segment.parse(backup.start_wal, self.segment_size)
         last = Segment.parse(backup.stop_wal, self.segment_size)
@@ -178,36 +188,39 @@ class WalArchive:
                 return self.name(first.timeline, n)
         return None
 
-    def windows(self, backups) -> list[Span]:
+    def windows(self, backups: Iterable[BackupInfo]) -> list[Span]:
         """Every span a restore of one of `backups` can reach, per timeline (one per distinct end)."""
+        # numbers[j] - j is the same all along a run of consecutive segments: its end is one bisect away.
+        runs = {tli: [n - j for j, n in enumerate(numbers)] for tli, numbers in self.numbers.items()}
         best: dict[tuple[int, int], Span] = {}
         for backup in sorted(backups, key=lambda b: (parse_lsn(b.stop_lsn), b.stop_time)):
             if self.backup_missing(backup) is not None:
                 continue
             stop = Segment.parse(backup.stop_wal, self.segment_size)
-            for span in self._walk(stop.timeline, stop.number, parse_lsn(backup.stop_lsn), backup.stop_time,
+            for span in self._walk(runs, stop.timeline, stop.number, parse_lsn(backup.stop_lsn), backup.stop_time,
                                    backup.name, ()):
                 key = (span.timeline, span.end_lsn)
                 if key not in best or span.start_lsn < best[key].start_lsn:
                     best[key] = span
         return sorted(best.values(), key=lambda s: (s.timeline, s.start_lsn))
 
-    def _walk(self, tli: int, number: int, start_lsn: int, start_time: float | None, backup: str,
-              via: tuple[int, ...]) -> list[Span]:
+    def _walk(self, runs: dict[int, list[int]], tli: int, number: int, start_lsn: int, start_time: float | None,
+              backup: str, via: tuple[int, ...]) -> list[Span]:
         """Spans from segment `number` of `tli` (archived) on, and into every child whose branch point
         the continuous WAL reaches."""
-        end = number
-        while self.has(tli, end + 1):
-            end += 1
+        numbers = self.numbers[tli]
+        i = bisect_left(numbers, number)
+        end = numbers[bisect_right(runs[tli], number - i, lo=i) - 1]
         following = self._next_archived(tli, end)
         gap = self._gap(tli, end + 1, following - 1) if following is not None else None
         spans = [Span(tli, backup, start_lsn, start_time, self.name(tli, number), self.name(tli, end),
-                      (end + 1) * self.segment_size, self.mtimes.get(tli, {}).get(end), via + (tli,), gap)]
+                      Segment(tli, end + 1).start_lsn(self.segment_size), self.mtimes.get(tli, {}).get(end),
+                      via + (tli,), gap)]
         for child in self.children(tli):
-            branch = child.branch_lsn // self.segment_size
+            branch = self._branch_number(child)
             # Recovery reads the branch segment from the child's timeline; the parent must reach up to it.
             if child.branch_lsn >= start_lsn and branch <= end + 1 and self.has(child.timeline, branch):
-                spans += self._walk(child.timeline, branch, child.branch_lsn, None, backup, via + (tli,))
+                spans += self._walk(runs, child.timeline, branch, child.branch_lsn, None, backup, via + (tli,))
         return spans
 
     # --- timelines -------------------------------------------------------------------
@@ -223,9 +236,9 @@ class WalArchive:
                 flags.append(("HISTORY UNREADABLE", self.history_errors[tli],
                               "without it a restore cannot follow the switch to this timeline"))
             elif history is None and tli > 1 and numbers and tli != lowest:
-                flags.append(("NO HISTORY", f"timeline {tli} has WAL but no {tli:08X}.history in the archive",
+                flags.append(("NO HISTORY", f"timeline {tli} has WAL but no {history_name(tli)} in the archive",
                               f"archive it from pg_wal of the server that runs on timeline {tli} "
-                              f"(walship wal-push pg_wal/{tli:08X}.history)"))
+                              f"(walship wal-push pg_wal/{history_name(tli)})"))
             if history is not None:
                 fork = self._fork(history)
                 if fork:
@@ -239,7 +252,7 @@ class WalArchive:
 
     def _fork(self, history: walindex.History) -> tuple[str, str, str] | None:
         parent = self.numbers.get(history.parent, [])
-        branch = history.branch_lsn // self.segment_size
+        branch = self._branch_number(history)
         beyond = [n for n in parent if n > branch]
         if not beyond:
             return None
@@ -252,7 +265,7 @@ class WalArchive:
                 f"backup-fetch --target-timeline says otherwise")
 
 
-def load(store, keyring=None) -> WalArchive:
+def load(store: Store, keyring: Keyring | None = None) -> WalArchive:
     """The repository's WAL, its segment size and its timelines, from the repository alone."""
     listing = walindex.list_wal(store)
     size, source = walindex.segment_size(store, listing, keyring)

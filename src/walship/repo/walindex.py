@@ -10,9 +10,17 @@ once. The server is never asked, and 16 MiB is never assumed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from walship.errors import WalshipError
 from walship.layout import WAL_PREFIX
-from walship.pg.walnames import DEFAULT_SEGMENT_SIZE, HISTORY_RE, Segment, is_segment, parse_history, segments_per_log
+from walship.pg.walnames import (DEFAULT_SEGMENT_SIZE, Segment, history_name, history_timeline, is_segment,
+                                 parse_history)
 from walship.walecompat.wal import WALE_WAL_PREFIX
+
+if TYPE_CHECKING:
+    from walship.crypto import Keyring
+    from walship.storage import Store
 
 WALE_SUFFIX = ".lzo"
 
@@ -53,30 +61,29 @@ class WalListing:
         self.segments: dict[str, tuple[str, float]] = {}
         self.histories: dict[int, tuple[str, float]] = {}
 
-    def _add(self, name: str, key: str, mtime: float) -> None:
+    def add(self, name: str, key: str, mtime: float) -> None:
         if is_segment(name):
             # walship's object wins over WAL-E's of the same name (wal-fetch reads it first)
             if name not in self.segments or key.startswith(WAL_PREFIX):
                 self.segments[name] = (key, mtime)
-        elif HISTORY_RE.match(name):
-            timeline = int(name[:8], 16)
+        elif (timeline := history_timeline(name)) is not None:
             if timeline not in self.histories or key.startswith(WAL_PREFIX):
                 self.histories[timeline] = (key, mtime)
 
 
-def list_wal(store) -> WalListing:
+def list_wal(store: Store) -> WalListing:
     """Every archived segment and history file (walship's and WAL-E's); .backup and .partial are left out."""
     listing = WalListing()
     for info in store.list(WALE_WAL_PREFIX):
         name = info.key[len(WALE_WAL_PREFIX):]
         if name.endswith(WALE_SUFFIX):
-            listing._add(name[:-len(WALE_SUFFIX)], info.key, info.mtime)
+            listing.add(name[:-len(WALE_SUFFIX)], info.key, info.mtime)
     for info in store.list(WAL_PREFIX):
-        listing._add(info.key[len(WAL_PREFIX):], info.key, info.mtime)
+        listing.add(info.key[len(WAL_PREFIX):], info.key, info.mtime)
     return listing
 
 
-def segment_size(store, listing: WalListing, keyring=None) -> tuple[int, str]:
+def segment_size(store: Store, listing: WalListing, keyring: Keyring | None = None) -> tuple[int, str]:
     """(segment size, where it came from): the repository's record, else a stored segment; only a
     repository whose every segment is unreadable falls back to what the names allow."""
     from walship.repo import record
@@ -87,7 +94,6 @@ def segment_size(store, listing: WalListing, keyring=None) -> tuple[int, str]:
         # Nothing to name or count yet: the size is not used.
         return DEFAULT_SEGMENT_SIZE, "no segment archived"
     from walship import codec
-    from walship.errors import WalshipError
     names = sorted(listing.segments)
     for name in (names[-1], names[0]):
         key = listing.segments[name][0]
@@ -110,19 +116,23 @@ def segment_size(store, listing: WalListing, keyring=None) -> tuple[int, str]:
 
 
 def largest_size_the_names_allow(names: list[str], largest: int = 1 << 30) -> int:
-    """The largest segment size whose segments-per-log the names fit in: a guess, only for a repository
-    whose segments cannot be read."""
-    highest = max((int(n[16:24], 16) for n in names), default=0)
+    """The largest segment size (a power of two, 1 MiB to 1 GiB) every name is valid for: a guess, only
+    for a repository whose segments cannot be read. A 4 GiB "log" holds fewer segments the larger they
+    are, and the archive crossing into the next log has named the last segment of the one before."""
     size = largest
-    while highest >= segments_per_log(size) and size > 1024 * 1024:
-        size //= 2
+    while size > 1 << 20:
+        try:
+            for name in names:
+                Segment.parse(name, size)
+            return size
+        except WalshipError:
+            size //= 2
     return size
 
 
 def segment_numbers(listing: WalListing, size: int) -> dict[int, dict[int, float]]:
     """timeline -> {segment number: upload time}, for segments valid at this size."""
     out: dict[int, dict[int, float]] = {}
-    from walship.errors import WalshipError
     for name, (_key, mtime) in listing.segments.items():
         try:
             seg = Segment.parse(name, size)
@@ -132,14 +142,14 @@ def segment_numbers(listing: WalListing, size: int) -> dict[int, dict[int, float
     return out
 
 
-def read_histories(store, listing: WalListing, keyring=None) -> tuple[dict[int, History], dict[int, str]]:
+def read_histories(store: Store, listing: WalListing,
+                   keyring: Keyring | None = None) -> tuple[dict[int, History], dict[int, str]]:
     """(timeline -> its parent and branch point, timeline -> why its history could not be read)."""
     from walship.archive.fetch import download
-    from walship.errors import WalshipError
     found: dict[int, History] = {}
     errors: dict[int, str] = {}
-    for timeline, (key, mtime) in sorted(listing.histories.items()):
-        name = f"{timeline:08X}.history"
+    for timeline, (_key, mtime) in sorted(listing.histories.items()):
+        name = history_name(timeline)
         try:
             entries = parse_history(download(store, name, keyring).decode("utf-8", "replace"))
         except WalshipError as exc:

@@ -13,16 +13,23 @@ restores, but someone must look.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from walship.errors import WalshipError
 from walship.monitoring import walarchive
 from walship.pg.walnames import Segment
 
+if TYPE_CHECKING:
+    from walship.backup.catalog import BackupInfo
+    from walship.crypto import Keyring
+    from walship.storage import Store
+
 # Timeline flags that make a restore impossible along that timeline; the others are warnings.
 BLOCKING_FLAGS = ("NO HISTORY", "HISTORY UNREADABLE")
 
 
-def check(store, backups, keyring, quick: bool, workers: int = 4, chosen=None) -> tuple[list[str], dict]:
+def check(store: Store, backups: list[BackupInfo], keyring: Keyring | None, quick: bool, workers: int = 4,
+          chosen: list[BackupInfo] | None = None) -> tuple[list[str], dict]:
     """(problems, facts) of the repository's WAL; the windows are those of `chosen` (default: every backup)."""
     from walship.archive.fetch import download
 
@@ -37,6 +44,9 @@ def check(store, backups, keyring, quick: bool, workers: int = 4, chosen=None) -
         missing = archive.backup_missing(b)
         if missing:
             problems.append(f"backup {b.name} needs {missing}, which is not archived")
+    if archive.size_source.startswith("guessed"):
+        warnings.append(f"the segment size ({size} bytes) is {archive.size_source}: LSNs shown may be wrong; "
+                        "the repository record, written by the next wal-push, settles it")
     timelines = archive.timelines()
     for t in timelines:
         for kind, message, hint in t.flags:
