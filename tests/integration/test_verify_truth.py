@@ -146,6 +146,7 @@ def test_a_promotion_continues_the_window_on_the_new_timeline_and_a_split_brain_
     assert (w1["timeline"], w1["backup"], w1["start_lsn"]) == (1, backup["name"], backup["stop_lsn"])
     assert (w2["timeline"], w2["start_lsn"], w2["via"], w2["gap_after"]) == (2, t2["branch_lsn"], [1, 2], None)
     assert w2["end_wal"] == status["wal"]["newest"]
+    assert (status["window"]["timeline"], status["window"]["start_backup"]) == (2, backup["name"])
     r = _run(env, "verify", "--quick")
     assert r.returncode == 0 and "the repository is restorable" in r.stdout and "FORK" not in r.stdout, r.stdout
 

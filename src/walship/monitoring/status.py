@@ -61,10 +61,11 @@ def gather(settings: Settings, store: Store, conninfo: str | None, now: float) -
 
 
 def _newest_window(backups: list[BackupInfo], windows: list[walarchive.Span]) -> dict | None:
-    """The span that reaches furthest, from the oldest backup that reaches it: the one line summary."""
+    """The one line summary: the span on the latest timeline (the one a restore follows by default) that
+    reaches furthest, from the oldest backup that reaches it."""
     if not windows:
         return None
-    newest = max(windows, key=lambda w: (w.end_lsn, w.timeline))
+    newest = max(windows, key=lambda w: (w.timeline, w.end_lsn))
     backup = next(b for b in backups if b.name == newest.backup)
     return {"start_time": backup.stop_time, "start_backup": backup.name, "start_lsn": backup.stop_lsn,
             "start_wal": backup.stop_wal, "timeline": newest.timeline, "end_time": newest.end_time,
