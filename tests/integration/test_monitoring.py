@@ -362,7 +362,8 @@ def test_syslog_lines_arrive_under_the_configured_program_name(rsyslog, scratch,
     assert pushed["bytes"] == 1 << 16 and pushed["duration_s"] >= 0 and pushed["program"] == program
     error = next(e for e in events if e["@fields"]["syslog_severity"] == "err")
     assert json.loads(error["message"])["error"]
-    assert error["@message"].split(" ")[4] == program + ":"   # "Mmm dd hh:mm:ss host program: msg"
+    # "Mmm dd hh:mm:ss host program: msg", where a day below 10 is padded with a space ("Dec  2")
+    assert error["@message"].split()[4] == program + ":"
 
 
 # --- plugin checks and status on real clusters and repositories -------------------------
