@@ -100,6 +100,9 @@ def test_64_mib_segments_past_0_ffffffff_verify_without_a_server_connection(clus
     segments = [_next_segment(c) for _ in range(3)]
     assert segments[-1] >= "000000010000000100000000", segments      # the archive crossed 1/0
     c.wait_archived(segments[-1])
+    r = pg.walship(["check", "archive"], c.env_for_tools())          # the plugin: the same gap logic
+    assert r.returncode == 0 and "missing_segments=0;;1;0" in r.stdout, r.stdout
+    assert f"archive continuous since {_backups(pg.server_env(env))[0]['start_wal']}" in r.stdout
     c.stop()          # no server to ask (its shutdown switches and archives one more segment)
 
     r = _run(env, "verify")

@@ -18,6 +18,7 @@ Listing, segment size and history files come from walship.repo.walindex.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -235,7 +236,8 @@ class WalArchive:
             if tli in self.history_errors:
                 flags.append(("HISTORY UNREADABLE", self.history_errors[tli],
                               "without it a restore cannot follow the switch to this timeline"))
-            elif history is None and tli > 1 and numbers and tli != lowest:
+            elif history is None and numbers and tli != lowest:
+                # The oldest timeline kept needs no history: nothing before it is followed.
                 flags.append(("NO HISTORY", f"timeline {tli} has WAL but no {history_name(tli)} in the archive",
                               f"archive it from pg_wal of the server that runs on timeline {tli} "
                               f"(walship wal-push pg_wal/{history_name(tli)})"))
@@ -281,7 +283,6 @@ def load(store: Store, keyring: Keyring | None = None) -> WalArchive:
 # --- text, shared by `walship status` and `walship verify` (from the JSON form, so both say the same) ----
 
 def utc(ts: float | None) -> str:
-    import time
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "-"
 
 
