@@ -424,13 +424,13 @@ def test_backup_and_archive_checks_from_missing_to_fresh_to_old_and_a_gap(cluste
     code, out = check(c, "status", "--json")
     status = json.loads(out)
     assert code == 0
-    assert status["gaps"] == [{"first": after[1], "last": after[1], "count": 1}]
-    assert status["window"] is None          # the only backup is before the gap
+    assert status["gaps"] == [{"first": after[1], "last": after[1], "count": 1, "next": after[2]}]
+    assert status["window"]["end_wal"] == after[0]     # the only backup is before the gap: recoverable up to it
     assert status["wal"]["newest"] == after[-1]
     assert [b["name"] for b in status["backups"]] == [backup["name"]]
     assert status["archiver"]["failing"] is False
     code, out = check(c, "status")
-    assert f"  missing {after[1]}" in out and "recoverable   NOTHING" in out and backup["name"] in out
+    assert f"  missing {after[1]}" in out and "recoverable   NOTHING" not in out and backup["name"] in out
 
 
 def test_check_archive_reports_a_failing_archiver_and_the_growing_backlog(cluster_factory, moto):

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from walship.errors import WalshipError
 from walship.monitoring.plugin import UNKNOWN, CheckResult, parse_age
+
+if TYPE_CHECKING:
+    from walship.config import Settings
+    from walship.monitoring.walarchive import WalArchive
+    from walship.storage import Store
 
 
 def run(command: str, args, settings, store_factory) -> int:
@@ -83,7 +90,7 @@ def _check_archive(args, settings, store_factory) -> CheckResult:
     facts = pgfacts.collect(args.pg)
     archive, gaps, since, repo_error = None, [], None, None
     try:
-        archive, since = _load_archive(store_factory, facts.wal_segment_size)
+        archive, since = _load_archive(settings, store_factory)
         gaps = archive.gaps(since)
     except WalshipError as exc:
         # Still report what the server says: a failing archiver outranks an unreadable repository.
@@ -91,16 +98,18 @@ def _check_archive(args, settings, store_factory) -> CheckResult:
     return check_archive(facts, archive, gaps, since, repo_error, limits, facts.now)
 
 
-def _load_archive(store_factory, segment_size: int):
-    """The WAL archive and the start segment of the oldest kept backup (None without backups)."""
+def _load_archive(settings: Settings, store_factory: Callable[[], Store]) -> tuple[WalArchive, str | None]:
+    """The WAL archive (segment size and timelines from the repository, as `status` reads them) and the
+    start segment of the oldest kept backup (None without backups)."""
     from walship.backup.catalog import list_backups
+    from walship.crypto import keyring_from_settings
     from walship.monitoring import walarchive
 
     store = store_factory()
     try:
         backups = list_backups(store)
         oldest = min(backups, key=lambda b: b.start_time) if backups else None
-        return walarchive.load(store, segment_size), (oldest.start_wal if oldest else None)
+        return walarchive.load(store, keyring_from_settings(settings)), (oldest.start_wal if oldest else None)
     finally:
         store.close()
 

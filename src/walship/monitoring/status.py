@@ -1,58 +1,75 @@
 """`walship status`: one screen for a person, or JSON for machines.
 
-The backups, the recoverable window (from the start of the oldest backup whose
-WAL is continuous up to the newest archived segment), gaps, and the last
-failures (pg_stat_archiver when the server is reachable, the metrics file's
-failure times when one is configured).
+The backups; the archived WAL, its segment size (from the repository, not the
+server) and its timelines with their branch points, a FORK flagged; the
+recoverable windows, from each backup's consistency point to the first gap
+after it, following timeline switches; the gaps; and the last failures
+(pg_stat_archiver when the server is reachable, the metrics file's failure
+times when one is configured).
 """
 
 from __future__ import annotations
 
 import json
-import time
+from typing import TYPE_CHECKING
 
 from walship.monitoring import walarchive
+from walship.monitoring.walarchive import utc
+from walship.pg.walnames import format_lsn
 from walship.monitoring.plugin import format_age, format_bytes
 
+if TYPE_CHECKING:
+    from walship.backup.catalog import BackupInfo
+    from walship.config import Settings
+    from walship.storage import Store
 
-def gather(settings, store, conninfo: str | None, now: float) -> dict:
+
+def gather(settings: Settings, store: Store, conninfo: str | None, now: float) -> dict:
     from walship.backup.catalog import list_backups
+    from walship.crypto import keyring_from_settings
     from walship.errors import WalshipError
     from walship.monitoring import pgfacts
+    from walship.repo import record
 
+    record.require(store)       # a wrong URL or an unmounted file system is not "an empty archive"
     facts, pg_error = None, None
     try:
         facts = pgfacts.collect(conninfo)
     except WalshipError as exc:
         pg_error = exc.message
     backups = sorted(list_backups(store), key=lambda b: b.start_time)
-    archive = walarchive.load(store, facts.wal_segment_size if facts else None)
+    archive = walarchive.load(store, keyring_from_settings(settings))
     oldest = backups[0] if backups else None
     gaps = archive.gaps(oldest.start_wal if oldest else None)
+    windows = archive.windows(backups)
     return {
         "repository": store.url,
         "time": now,
         "backups": [b.as_dict() for b in backups],
         "wal": {"segments": archive.count, "oldest": archive.oldest_name, "newest": archive.newest_name,
-                "newest_time": archive.newest_mtime, "segment_size": archive.segment_size},
-        "window": _window(backups, archive, gaps),
-        "gaps": [{"first": g.first, "last": g.last, "count": g.count} for g in gaps],
+                "newest_time": archive.newest_mtime, "segment_size": archive.segment_size,
+                "segment_size_source": archive.size_source},
+        "timelines": [t.as_dict() for t in archive.timelines()],
+        "window": _newest_window(backups, windows),
+        "windows": [w.as_dict() for w in windows],
+        "unusable_backups": [{"backup": b.name, "missing": archive.backup_missing(b)}
+                             for b in backups if archive.backup_missing(b)],
+        "gaps": [g.as_dict() for g in gaps],
         "archiver": facts.as_dict() if facts else {"error": pg_error},
         "last_failures": _failures(settings, facts),
     }
 
 
-def _window(backups, archive, gaps) -> dict | None:
-    """From the oldest backup that starts after the last gap, to the newest archived segment."""
-    if not backups or archive.newest_name is None:
+def _newest_window(backups: list[BackupInfo], windows: list[walarchive.Span]) -> dict | None:
+    """The one line summary: the span on the latest timeline (the one a restore follows by default) that
+    reaches furthest, from the oldest backup that reaches it."""
+    if not windows:
         return None
-    last_gap_end = max((g.last for g in gaps), default=None)
-    usable = [b for b in backups if last_gap_end is None or b.start_wal > last_gap_end]
-    if not usable:
-        return None
-    first = usable[0]
-    return {"start_time": first.start_time, "start_backup": first.name, "start_wal": first.start_wal,
-            "end_time": archive.newest_mtime, "end_wal": archive.newest_name}
+    newest = max(windows, key=lambda w: (w.timeline, w.end_lsn))
+    backup = next(b for b in backups if b.name == newest.backup)
+    return {"start_time": backup.stop_time, "start_backup": backup.name, "start_lsn": backup.stop_lsn,
+            "start_wal": backup.stop_wal, "timeline": newest.timeline, "end_time": newest.end_time,
+            "end_wal": newest.end_wal, "end_lsn": format_lsn(newest.end_lsn)}
 
 
 def _failures(settings, facts) -> dict:
@@ -72,9 +89,6 @@ def _failures(settings, facts) -> dict:
     return out
 
 
-def _utc(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "-"
-
 
 def render_json(status: dict) -> str:
     return json.dumps(status, indent=2, default=str)
@@ -89,28 +103,31 @@ def render_text(status: dict) -> str:
         lines.append(f"base backups ({len(backups)})")
         lines.append(f"  {'name':<{width}} {'finished':<24} {'size':>10} {'stored':>10} {'took':>7}  start WAL")
         for b in backups:
-            lines.append(f"  {b['name']:<{width}} {_utc(b['stop_time']):<24} {format_bytes(b['size']):>10} "
+            lines.append(f"  {b['name']:<{width}} {utc(b['stop_time']):<24} {format_bytes(b['size']):>10} "
                          f"{format_bytes(b['stored_size']):>10} {format_age(b['duration_s']):>7}  {b['start_wal']}")
     else:
         lines.append("base backups: NONE (take one: walship backup-push $PGDATA)")
     wal = status["wal"]
     lines.append("")
     if wal["newest"]:
-        lines.append(f"archived WAL  {wal['segments']} segments, {wal['oldest']} .. {wal['newest']} "
+        lines.append(f"archived WAL  {wal['segments']} segments of {format_bytes(wal['segment_size'])} "
+                     f"({wal['segment_size_source']}), {wal['oldest']} .. {wal['newest']} "
                      f"(newest uploaded {format_age(now - wal['newest_time'])} ago)")
     else:
         lines.append("archived WAL  none")
-    window = status["window"]
-    if window:
-        lines.append(f"recoverable   {_utc(window['start_time'])} (backup {window['start_backup']}) .. "
-                     f"{_utc(window['end_time'])} (WAL {window['end_wal']})")
+    if status["timelines"]:
+        lines.append(f"timelines     {len(status['timelines'])}")
+        lines += walarchive.timeline_lines(status["timelines"], "  ")
+    if status["windows"]:
+        lines.append("recoverable   from a backup's consistency point to the first gap after it:")
+        lines += walarchive.window_lines(status["windows"], "  ")
     else:
-        lines.append("recoverable   NOTHING: no base backup with continuous WAL after it")
+        lines.append("recoverable   NOTHING: no base backup with its WAL archived after it")
+    for u in status["unusable_backups"]:
+        lines.append(f"  backup {u['backup']} cannot be restored: its WAL segment {u['missing']} is missing")
     if status["gaps"]:
         lines.append(f"gaps          {len(status['gaps'])}: point-in-time recovery cannot cross them")
-        for g in status["gaps"]:
-            span = g["first"] if g["count"] == 1 else f"{g['first']} .. {g['last']} ({g['count']} segments)"
-            lines.append(f"  missing {span}")
+        lines += [f"  missing {walarchive.gap_text(g)}" for g in status["gaps"]]
     else:
         lines.append("gaps          none")
     lines.append("")
@@ -128,5 +145,5 @@ def render_text(status: dict) -> str:
         lines.append("last failures none recorded")
     for what, f in failures.items():
         where = f" on {f['wal']}" if f.get("wal") else ""
-        lines.append(f"last failure  {what}: {_utc(f['time'])}{where} ({f['count']} in total)")
+        lines.append(f"last failure  {what}: {utc(f['time'])}{where} ({f['count']} in total)")
     return "\n".join(lines)

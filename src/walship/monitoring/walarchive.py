@@ -1,28 +1,94 @@
-"""What the repository's WAL archive holds: segments per timeline, the newest one, and gaps.
+"""What the repository's WAL archive holds, and what it lets a restore reach.
 
-A gap is a segment missing between two archived ones on the same timeline, or
-missing after the start segment of a backup: point-in-time recovery cannot
-replay across it. On the backup's timeline the archive must be continuous from
-the backup's start segment; a later timeline (after a promotion) must be
-continuous from its first archived segment, which holds the switch point.
+- Timelines: every timeline with WAL or a .history, its parent and branch point.
+  A FORK is a parent timeline with WAL archived beyond the segment that holds
+  a child's branch point: two servers wrote after the branch (a restored copy
+  that archived here, or a split brain). A promotion alone never does that:
+  the old timeline's last segment is archived only as .partial.
+- Gaps: a segment missing where recovery needs one: on the oldest backup's
+  timeline from its start segment on, on a later timeline from its branch
+  point (else from its first archived segment), and on a parent up to the
+  segment where a child branches off.
+- Windows: from each backup's consistency point (its stop LSN) to the first
+  gap after it, continuing through every branch point its WAL reaches into
+  the child timeline, as recovery does.
+
+Listing, segment size and history files come from walship.repo.walindex.
 """
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from walship.layout import WAL_PREFIX, wal_name_of_key
-from walship.pg.walnames import DEFAULT_SEGMENT_SIZE, Segment, is_segment, segments_per_log
+from walship.pg.walnames import Segment, format_lsn, history_name, parse_lsn, segment_of
+from walship.repo import walindex
+
+if TYPE_CHECKING:
+    from walship.backup.catalog import BackupInfo
+    from walship.crypto import Keyring
+    from walship.storage import Store
 
 
 @dataclass(frozen=True)
 class Gap:
-    first: str        # first missing segment
-    last: str         # last missing segment
+    first: str              # first missing segment
+    last: str               # last missing segment
     count: int
+    next: str | None = None  # the archived segment after the gap (None: nothing comes after it)
 
     def __str__(self) -> str:
         return self.first if self.count == 1 else f"{self.first}..{self.last} ({self.count} segments)"
+
+    def describe(self) -> str:
+        return gap_text(self.as_dict())
+
+    def as_dict(self) -> dict:
+        return {"first": self.first, "last": self.last, "count": self.count, "next": self.next}
+
+
+@dataclass(frozen=True)
+class Span:
+    """What a restore can reach on one timeline from one backup: any point from start to end."""
+    timeline: int
+    backup: str                  # the backup the span starts from (the oldest one, when several reach it)
+    start_lsn: int               # the backup's consistency point, or the branch point it entered by
+    start_time: float | None     # the backup's stop time; None when entered through a branch point
+    start_wal: str
+    end_wal: str                 # the last continuous segment
+    end_lsn: int                 # the end of that segment
+    end_time: float | None       # when that segment was archived
+    via: tuple[int, ...]         # timelines followed from the backup's to this one
+    gap_after: Gap | None        # what stops the span (None: the end of the archive)
+
+    def as_dict(self) -> dict:
+        return {"timeline": self.timeline, "backup": self.backup, "start_lsn": format_lsn(self.start_lsn),
+                "start_time": self.start_time, "start_wal": self.start_wal, "end_wal": self.end_wal,
+                "end_lsn": format_lsn(self.end_lsn), "end_time": self.end_time, "via": list(self.via),
+                "gap_after": self.gap_after.as_dict() if self.gap_after else None}
+
+
+@dataclass(frozen=True)
+class Timeline:
+    timeline: int
+    parent: int | None
+    branch_lsn: int | None
+    time: float | None           # when its .history was archived
+    reason: str
+    segments: int
+    first: str | None
+    last: str | None
+    flags: tuple[tuple[str, str, str], ...]   # (kind, what it means, what to do)
+
+    def as_dict(self) -> dict:
+        return {"timeline": self.timeline, "parent": self.parent,
+                "branch_lsn": format_lsn(self.branch_lsn) if self.branch_lsn is not None else None,
+                "time": self.time, "reason": self.reason, "segments": self.segments,
+                "first": self.first, "last": self.last,
+                "flags": [{"kind": k, "message": m, "hint": h} for k, m, h in self.flags]}
 
 
 @dataclass
@@ -31,6 +97,10 @@ class WalArchive:
     numbers: dict[int, list[int]] = field(default_factory=dict)   # timeline -> sorted segment numbers
     newest_name: str | None = None                                # highest segment name
     newest_mtime: float | None = None                             # latest upload time of any segment
+    mtimes: dict[int, dict[int, float]] = field(default_factory=dict)
+    histories: dict[int, walindex.History] = field(default_factory=dict)
+    history_errors: dict[int, str] = field(default_factory=dict)
+    size_source: str = "given"
 
     @property
     def count(self) -> int:
@@ -41,69 +111,212 @@ class WalArchive:
         if not self.numbers:
             return None
         tli = min(self.numbers)
-        return Segment(tli, self.numbers[tli][0]).name(self.segment_size)
+        return self.name(tli, self.numbers[tli][0])
+
+    def name(self, timeline: int, number: int) -> str:
+        return Segment(timeline, number).name(self.segment_size)
+
+    def has(self, timeline: int, number: int) -> bool:
+        numbers = self.numbers.get(timeline, [])
+        i = bisect_left(numbers, number)
+        return i < len(numbers) and numbers[i] == number
+
+    def branch_segment(self, timeline: int) -> int | None:
+        """The segment number that holds the point where `timeline` branched off its parent."""
+        history = self.histories.get(timeline)
+        return self._branch_number(history) if history else None
+
+    def _branch_number(self, history: walindex.History) -> int:
+        return segment_of(history.branch_lsn, history.parent, self.segment_size).number
+
+    def children(self, timeline: int) -> list[walindex.History]:
+        return sorted((h for h in self.histories.values() if h.parent == timeline), key=lambda h: h.timeline)
+
+    def _next_archived(self, timeline: int, after: int) -> int | None:
+        numbers = self.numbers.get(timeline, [])
+        i = bisect_right(numbers, after)
+        return numbers[i] if i < len(numbers) else None
+
+    def _gap(self, tli: int, first: int, last: int, next_name: str | None = None) -> Gap:
+        if next_name is None:
+            following = self._next_archived(tli, last)
+            next_name = self.name(tli, following) if following is not None else None
+        return Gap(self.name(tli, first), self.name(tli, last), last - first + 1, next_name)
+
+    # --- gaps ------------------------------------------------------------------------
 
     def gaps(self, since: str | None = None) -> list[Gap]:
-        """Missing segments from `since` (a backup's start segment) on; without it, from the oldest one."""
+        """Missing segments from `since` (the oldest backup's start segment) on; without it, from the oldest one."""
         start = Segment.parse(since, self.segment_size) if since else None
+        timelines = set(self.numbers) | ({start.timeline} if start else set())
         found: list[Gap] = []
-        for tli in sorted(self.numbers):
+        for tli in sorted(timelines):
             if start and tli < start.timeline:
-                continue
-            archived = self.numbers[tli]
-            expected = start.number if start and tli == start.timeline else archived[0]
+                continue    # older timelines than the oldest backup's: no restore needs them
+            archived = self.numbers.get(tli, [])
+            if start and tli == start.timeline:
+                expected = start.number
+            else:
+                branch = self.branch_segment(tli)
+                expected = branch if branch is not None and archived and branch <= archived[0] else archived[0]
+                if start:
+                    expected = max(expected, start.number)   # nothing before the oldest backup is needed
             later = [n for n in archived if n >= expected]
             if not later:
-                # Nothing at all from the backup's start segment on, on its timeline.
+                # Nothing at all from the needed segment on, on this timeline.
                 found.append(self._gap(tli, expected, expected))
                 continue
             for n in later:
                 if n > expected:
                     found.append(self._gap(tli, expected, n - 1))
                 expected = n + 1
-        if start and start.timeline not in self.numbers:
-            found.insert(0, self._gap(start.timeline, start.number, start.number))
+            # A child that branches off later needs this timeline up to the segment before its branch point.
+            for child in self.children(tli):
+                branch = self._branch_number(child)
+                if self.has(child.timeline, branch) and expected < branch:
+                    found.append(self._gap(tli, expected, branch - 1, self.name(child.timeline, branch)))
+                    expected = branch
         return found
 
-    def _gap(self, tli: int, first: int, last: int) -> Gap:
-        return Gap(Segment(tli, first).name(self.segment_size), Segment(tli, last).name(self.segment_size),
-                   last - first + 1)
+    # --- windows ---------------------------------------------------------------------
+
+    def backup_missing(self, backup: BackupInfo) -> str | None:
+        """The first segment of the backup's own WAL (start to stop) that is not archived, or None."""
+        first = Segment.parse(backup.start_wal, self.segment_size)
+        last = Segment.parse(backup.stop_wal, self.segment_size)
+        for n in range(first.number, last.number + 1):
+            if not self.has(first.timeline, n):
+                return self.name(first.timeline, n)
+        return None
+
+    def windows(self, backups: Iterable[BackupInfo]) -> list[Span]:
+        """Every span a restore of one of `backups` can reach, per timeline (one per distinct end)."""
+        # numbers[j] - j is the same all along a run of consecutive segments: its end is one bisect away.
+        runs = {tli: [n - j for j, n in enumerate(numbers)] for tli, numbers in self.numbers.items()}
+        best: dict[tuple[int, int], Span] = {}
+        for backup in sorted(backups, key=lambda b: (parse_lsn(b.stop_lsn), b.stop_time)):
+            if self.backup_missing(backup) is not None:
+                continue
+            stop = Segment.parse(backup.stop_wal, self.segment_size)
+            for span in self._walk(runs, stop.timeline, stop.number, parse_lsn(backup.stop_lsn), backup.stop_time,
+                                   backup.name, ()):
+                key = (span.timeline, span.end_lsn)
+                if key not in best or span.start_lsn < best[key].start_lsn:
+                    best[key] = span
+        return sorted(best.values(), key=lambda s: (s.timeline, s.start_lsn))
+
+    def _walk(self, runs: dict[int, list[int]], tli: int, number: int, start_lsn: int, start_time: float | None,
+              backup: str, via: tuple[int, ...]) -> list[Span]:
+        """Spans from segment `number` of `tli` (archived) on, and into every child whose branch point
+        the continuous WAL reaches."""
+        numbers = self.numbers[tli]
+        i = bisect_left(numbers, number)
+        end = numbers[bisect_right(runs[tli], number - i, lo=i) - 1]
+        following = self._next_archived(tli, end)
+        gap = self._gap(tli, end + 1, following - 1) if following is not None else None
+        spans = [Span(tli, backup, start_lsn, start_time, self.name(tli, number), self.name(tli, end),
+                      Segment(tli, end + 1).start_lsn(self.segment_size), self.mtimes.get(tli, {}).get(end),
+                      via + (tli,), gap)]
+        for child in self.children(tli):
+            branch = self._branch_number(child)
+            # Recovery reads the branch segment from the child's timeline; the parent must reach up to it.
+            if child.branch_lsn >= start_lsn and branch <= end + 1 and self.has(child.timeline, branch):
+                spans += self._walk(runs, child.timeline, branch, child.branch_lsn, None, backup, via + (tli,))
+        return spans
+
+    # --- timelines -------------------------------------------------------------------
+
+    def timelines(self) -> list[Timeline]:
+        found = []
+        lowest = min(set(self.numbers) | set(self.histories) | set(self.history_errors), default=1)
+        for tli in sorted(set(self.numbers) | set(self.histories) | set(self.history_errors)):
+            numbers = self.numbers.get(tli, [])
+            history = self.histories.get(tli)
+            flags: list[tuple[str, str, str]] = []
+            if tli in self.history_errors:
+                flags.append(("HISTORY UNREADABLE", self.history_errors[tli],
+                              "without it a restore cannot follow the switch to this timeline"))
+            elif history is None and numbers and tli != lowest:
+                # The oldest timeline kept needs no history: nothing before it is followed.
+                flags.append(("NO HISTORY", f"timeline {tli} has WAL but no {history_name(tli)} in the archive",
+                              f"archive it from pg_wal of the server that runs on timeline {tli} "
+                              f"(walship wal-push pg_wal/{history_name(tli)})"))
+            if history is not None:
+                fork = self._fork(history)
+                if fork:
+                    flags.append(fork)
+            found.append(Timeline(tli, history.parent if history else None,
+                                  history.branch_lsn if history else None, history.mtime if history else None,
+                                  history.reason if history else "", len(numbers),
+                                  self.name(tli, numbers[0]) if numbers else None,
+                                  self.name(tli, numbers[-1]) if numbers else None, tuple(flags)))
+        return found
+
+    def _fork(self, history: walindex.History) -> tuple[str, str, str] | None:
+        parent = self.numbers.get(history.parent, [])
+        branch = self._branch_number(history)
+        beyond = [n for n in parent if n > branch]
+        if not beyond:
+            return None
+        return ("FORK",
+                f"timeline {history.parent} has WAL archived after timeline {history.timeline} branched off it at "
+                f"{format_lsn(history.branch_lsn)} (up to {self.name(history.parent, beyond[-1])}): two servers "
+                f"wrote after the branch, a restored copy that archived here or a split brain",
+                f"find the server still writing timeline {history.parent} (pg_stat_archiver on each) and stop it or "
+                f"give it its own repository; a restore follows the latest timeline ({max(self.histories)}) unless "
+                f"backup-fetch --target-timeline says otherwise")
 
 
-def infer_segment_size(names: list[str], assumed: int = DEFAULT_SEGMENT_SIZE) -> int:
-    """`assumed`, unless a name shows more segments per log than it allows (a smaller --wal-segsize)."""
-    highest = max((int(n[16:24], 16) for n in names), default=0)
-    size = assumed
-    while highest >= segments_per_log(size) and size > 1024 * 1024:
-        size //= 2
-    return size
-
-
-def _archived_segments(store):
-    """(name, upload time) of every archived segment: walship's, and those WAL-E stored before
-    the switch (wal-fetch restores both, so both close gaps)."""
-    from walship.walecompat.wal import WALE_WAL_PREFIX
-    for info in store.list(WAL_PREFIX):
-        yield wal_name_of_key(info.key), info.mtime
-    for info in store.list(WALE_WAL_PREFIX):
-        yield info.key[len(WALE_WAL_PREFIX):].removesuffix(".lzo"), info.mtime
-
-
-def load(store, segment_size: int | None = None) -> WalArchive:
-    """List the repository's WAL. segment_size: the server's, when known (else inferred, 16 MiB)."""
-    names: set[str] = set()
-    newest_mtime = None
-    for name, mtime in _archived_segments(store):
-        if not is_segment(name):
-            continue   # .history, .backup, .partial: not part of the segment sequence
-        names.add(name)
-        newest_mtime = mtime if newest_mtime is None else max(newest_mtime, mtime)
-    size = segment_size or infer_segment_size(sorted(names))
-    archive = WalArchive(size, newest_mtime=newest_mtime)
-    for name in names:
-        seg = Segment.parse(name, size)
-        archive.numbers.setdefault(seg.timeline, []).append(seg.number)
-    for numbers in archive.numbers.values():
-        numbers.sort()
-    archive.newest_name = max(names) if names else None
+def load(store: Store, keyring: Keyring | None = None) -> WalArchive:
+    """The repository's WAL, its segment size and its timelines, from the repository alone."""
+    listing = walindex.list_wal(store)
+    size, source = walindex.segment_size(store, listing, keyring)
+    mtimes = walindex.segment_numbers(listing, size)
+    archive = WalArchive(size, {tli: sorted(ns) for tli, ns in mtimes.items()}, mtimes=mtimes, size_source=source)
+    if mtimes:
+        archive.newest_mtime = max(max(numbers.values()) for numbers in mtimes.values())
+        archive.newest_name = max(archive.name(tli, ns[-1]) for tli, ns in archive.numbers.items())
+    archive.histories, archive.history_errors = walindex.read_histories(store, listing, keyring)
     return archive
+
+
+# --- text, shared by `walship status` and `walship verify` (from the JSON form, so both say the same) ----
+
+def utc(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "-"
+
+
+def gap_text(gap: dict) -> str:
+    """The missing segments and what comes after them."""
+    span = gap["first"] if gap["count"] == 1 else f"{gap['first']} .. {gap['last']} ({gap['count']} segments)"
+    return span + (f", next archived {gap['next']}" if gap["next"] else ", nothing archived after it")
+
+
+def timeline_lines(timelines: list[dict], indent: str, flags: bool = True) -> list[str]:
+    lines = []
+    for t in timelines:
+        if t["parent"] is None:
+            origin = "the first timeline here"
+        else:
+            origin = f"from timeline {t['parent']} at {t['branch_lsn']} (history archived {utc(t['time'])})"
+        plural = "segment" if t["segments"] == 1 else "segments"
+        wal = f"WAL {t['first']} .. {t['last']} ({t['segments']} {plural})" if t["segments"] else "no WAL"
+        lines.append(f"{indent}{t['timeline']}: {origin}, {wal}")
+        for flag in t["flags"] if flags else ():
+            lines.append(f"{indent}   {flag['kind']}: {flag['message']}")
+            lines.append(f"{indent}   what to do: {flag['hint']}")
+    return lines
+
+
+def window_lines(windows: list[dict], indent: str) -> list[str]:
+    lines = []
+    for w in windows:
+        if w["start_time"] is not None:
+            start = f"{utc(w['start_time'])} (backup {w['backup']} consistent at {w['start_lsn']})"
+        else:
+            start = (f"the branch at {w['start_lsn']} (backup {w['backup']} via timeline "
+                     f"{' -> '.join(map(str, w['via']))})")
+        stop = f"; then missing {gap_text(w['gap_after'])}" if w["gap_after"] else ""
+        lines.append(f"{indent}timeline {w['timeline']}: {start} .. {w['end_lsn']} (end of WAL {w['end_wal']}, "
+                     f"archived {utc(w['end_time'])}){stop}")
+    return lines

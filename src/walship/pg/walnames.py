@@ -111,6 +111,11 @@ def history_name(timeline: int) -> str:
     return f"{timeline:08X}.history"
 
 
+def history_timeline(name: str) -> int | None:
+    """The timeline of a .history file name (00000002.history -> 2), None for any other name."""
+    return int(name[:8], 16) if HISTORY_RE.match(name) else None
+
+
 def parse_history(text: str) -> list[tuple[int, int, str]]:
     """Entries (parent timeline, switch-point LSN, reason) of a .history file."""
     entries = []

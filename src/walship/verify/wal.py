@@ -1,64 +1,61 @@
 """The archived WAL a point-in-time recovery needs: complete, on consistent timelines, readable.
 
 From the start segment of the oldest kept backup to the newest archived
-segment: no segment missing (gaps, see monitoring.walarchive); every
-timeline after the first has its .history file, whose switch point its
-parent's segments reach and from where its own segments go on; every
-backup's last segment is there; and, unless quick, every segment reads back
+segment: no segment missing (gaps, see monitoring.walarchive, which also
+follows each timeline from its branch point and its parent up to it); every
+timeline after the first has a readable .history; every backup's own WAL
+(start to stop segment) is there; and, unless quick, every segment reads back
 whole (checksums, authentication) through the same code wal-fetch uses.
+A FORK (two servers wrote after a branch) is a warning: the repository still
+restores, but someone must look.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from walship.errors import NotInArchive, WalshipError
+from walship.errors import WalshipError
 from walship.monitoring import walarchive
-from walship.pg.walnames import Segment, history_name, parse_history
+from walship.pg.walnames import Segment
+
+if TYPE_CHECKING:
+    from walship.backup.catalog import BackupInfo
+    from walship.crypto import Keyring
+    from walship.storage import Store
+
+# Timeline flags that make a restore impossible along that timeline; the others are warnings.
+BLOCKING_FLAGS = ("NO HISTORY", "HISTORY UNREADABLE")
 
 
-def check(store, backups, keyring, quick: bool, workers: int = 4) -> tuple[list[str], dict]:
-    """(problems, facts) of the repository's WAL."""
+def check(store: Store, backups: list[BackupInfo], keyring: Keyring | None, quick: bool, workers: int = 4,
+          chosen: list[BackupInfo] | None = None) -> tuple[list[str], dict]:
+    """(problems, facts) of the repository's WAL; the windows are those of `chosen` (default: every backup)."""
     from walship.archive.fetch import download
 
-    archive = walarchive.load(store)
+    archive = walarchive.load(store, keyring)
     size = archive.segment_size
     problems: list[str] = []
+    warnings: list[str] = []
     since = min(backups, key=lambda b: b.start_time).start_wal if backups else archive.oldest_name
-    for gap in archive.gaps(since):
-        problems.append(f"WAL missing: {gap}")
+    gaps = archive.gaps(since)
+    problems += [f"WAL missing: {gap.describe()}" for gap in gaps]
     for b in backups:
-        seg = Segment.parse(b.stop_wal, size)
-        if seg.number not in archive.numbers.get(seg.timeline, []):
-            problems.append(f"backup {b.name} needs {b.stop_wal}, which is not archived")
-
-    for tli in sorted(t for t in archive.numbers if t > 1):
-        try:
-            entries = parse_history(download(store, history_name(tli), keyring).decode())
-        except NotInArchive:
-            problems.append(f"timeline {tli} has WAL but no {history_name(tli)} in the archive")
-            continue
-        except WalshipError as exc:
-            problems.append(exc.one_line())
-            continue
-        if not entries:
-            problems.append(f"{history_name(tli)} is empty")
-            continue
-        parent, switch_lsn, _ = entries[-1]
-        switch = Segment(parent, switch_lsn // size)
-        own = archive.numbers[tli]
-        if own[0] > switch.number:
-            problems.append(f"timeline {tli} starts at {Segment(tli, own[0]).name(size)}, after its switch point "
-                            f"in {switch.name(size)}: the segments in between are missing")
-        parents = archive.numbers.get(parent, [])
-        if parents and since and Segment.parse(since, size).timeline <= parent and parents[-1] < switch.number - 1:
-            problems.append(f"timeline {parent} ends at {Segment(parent, parents[-1]).name(size)}, before the "
-                            f"switch to timeline {tli} in {switch.name(size)}")
+        missing = archive.backup_missing(b)
+        if missing:
+            problems.append(f"backup {b.name} needs {missing}, which is not archived")
+    if archive.size_source.startswith("guessed"):
+        warnings.append(f"the segment size ({size} bytes) is {archive.size_source}: LSNs shown may be wrong; "
+                        "the repository record, written by the next wal-push, settles it")
+    timelines = archive.timelines()
+    for t in timelines:
+        for kind, message, hint in t.flags:
+            (problems if kind in BLOCKING_FLAGS else warnings).append(f"{kind}: {message}; {hint}")
 
     read = 0
     if not quick and since:
         start = Segment.parse(since, size)
-        names = [Segment(tli, n).name(size) for tli, numbers in sorted(archive.numbers.items())
+        names = [archive.name(tli, n) for tli, numbers in sorted(archive.numbers.items())
                  for n in numbers if (tli, n) >= (start.timeline, start.number)]
 
         def read_one(name: str) -> str | None:
@@ -73,6 +70,9 @@ def check(store, backups, keyring, quick: bool, workers: int = 4) -> tuple[list[
                 if error:
                     problems.append(error)
         read = len(names)
-    facts = {"segments": archive.count, "timelines": sorted(archive.numbers), "since": since,
-             "newest": archive.newest_name, "segments_read": read}
+    windows = archive.windows(backups if chosen is None else chosen)
+    facts = {"segments": archive.count, "segment_size": size, "segment_size_source": archive.size_source,
+             "since": since, "newest": archive.newest_name, "segments_read": read,
+             "timelines": [t.as_dict() for t in timelines], "windows": [w.as_dict() for w in windows],
+             "gaps": [g.as_dict() for g in gaps], "warnings": warnings}
     return problems, facts
