@@ -19,6 +19,7 @@ _backup_push = restore.backup_push
 _backups = restore.backups
 _restore = restore.restore
 _digest = restore.digest
+_stamp_rows = restore.stamp_rows          # test_verify_and_encrypted_backups imports it from here
 
 
 def _check_integrity(c: pg.Cluster) -> None:
