@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 
 import pytest
@@ -76,8 +77,12 @@ def test_an_earlier_recovery_is_commented_out_and_only_this_one_is_written(tmp_p
         "Recovery_Target_Action = 'promote'\nrestore_command = 'old'\nprimary_conninfo = 'host=old'\n")
     (tmp_path / "postgresql.conf").write_text("shared_buffers = 1GB\n  standby_mode = on\n")
     (tmp_path / "standby.signal").write_text("")
-    recovery.write(str(tmp_path), "b1", "walship wal-fetch %f %p --repo 'file:///r'",
-                   recovery.Target(name="before'upgrade"))
+    recovery.remove_signal_files(str(tmp_path))
+    assert recovery.neutralise(str(tmp_path)) == ["recovery_target_time", "recovery_target_action",
+                                                  "restore_command", "primary_conninfo", "standby_mode"]
+    recovery.write_settings(str(tmp_path), "b1", "walship wal-fetch %f %p --repo 'file:///r'",
+                            recovery.Target(name="before'upgrade"), None, [])
+    recovery.signal_recovery(str(tmp_path), None)
     text = (tmp_path / "postgresql.auto.conf").read_text()
     active = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert active == ["port = 5432", "archive_mode = 'on'",
@@ -96,6 +101,13 @@ def test_a_copy_turns_archiving_off_and_says_why(tmp_path):
     assert text.rstrip().endswith("archive_mode = 'off'")
     assert "COPY restored from the repository s3://b/p" in text and "--as-primary" in text
     assert "recovery_target_timeline = '2'" in text
+
+
+def test_a_completion_marker_written_before_next_xid_existed_still_reads():
+    doc = json.loads(catalog.Marker(B1, 2, 10, "zstd", {}).to_json())
+    assert catalog.Marker.from_json(json.dumps(doc).encode(), "m").info.next_xid == 800
+    del doc["next_xid"]
+    assert catalog.Marker.from_json(json.dumps(doc).encode(), "m").info.next_xid is None
 
 
 def test_the_restore_marker_is_not_part_of_a_backup(tmp_path):

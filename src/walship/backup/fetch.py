@@ -169,6 +169,9 @@ def _announce(say: Callable[[str], None], dest: str, plan: Plan, target: recover
     say(f"  recovery: replays WAL from {backup.start_wal} following timeline {plan.followed} "
         f"(history {path}); {held}")
     say(f"  target: {target.describe()}")
+    if target.kind == "name":
+        say("  (walship cannot tell where a restore point is: if it was made before this backup, recovery "
+            "ends without reaching it and the server stops; then name an older backup)")
     action = target.effective_action
     if action == "promote":
         say("  at the target: promote (recovery ends, the server opens read-write on a new timeline)")

@@ -290,14 +290,6 @@ def signal_recovery(dest: str, owner: tuple[int, int] | None) -> None:
         os.close(fd)
 
 
-def write(dest: str, backup_name: str, command: str, target: Target) -> None:
-    """Neutralise old recovery settings, append these, and create recovery.signal (no owner change)."""
-    neutralise(dest)
-    write_settings(dest, backup_name, command, target, None, [])
-    remove_signal_files(dest)
-    signal_recovery(dest, None)
-
-
 def _write_durably(path: str, text: str) -> None:
     tmp = path + ".walship-tmp"
     with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
