@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_version
-from tests.support import pg, restore
+from tests.support import restore
 from tests.support.restore import STAMPED
 
 

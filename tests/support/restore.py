@@ -8,6 +8,7 @@ import datetime
 import json
 import subprocess
 import time
+from pathlib import Path
 
 from tests.support import pg
 
@@ -121,6 +122,5 @@ def digest(c: pg.Cluster, table: str, cols: str, key: str) -> tuple:
 
 def archived_wal(repo_env: dict) -> set[str]:
     """The names under wal/ of a file repository."""
-    from pathlib import Path
     root = Path(repo_env["WALSHIP_REPO"][len("file://"):]) / "wal"
     return {p.name for p in root.iterdir() if not p.name.endswith(".walship-tmp")} if root.exists() else set()

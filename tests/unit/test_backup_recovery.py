@@ -90,7 +90,8 @@ def test_an_earlier_recovery_is_commented_out_and_only_this_one_is_written(tmp_p
                       "recovery_target_name = 'before''upgrade'"]
     assert f"{recovery.DISABLED_PREFIX}recovery_target_time = '2026-11-01 10:00:00+00'" in text
     assert f"{recovery.DISABLED_PREFIX}primary_conninfo = 'host=old'" in text
-    assert (tmp_path / "postgresql.conf").read_text() == f"shared_buffers = 1GB\n{recovery.DISABLED_PREFIX}  standby_mode = on\n"
+    assert ((tmp_path / "postgresql.conf").read_text()
+            == f"shared_buffers = 1GB\n{recovery.DISABLED_PREFIX}  standby_mode = on\n")
     assert (tmp_path / "recovery.signal").exists() and not (tmp_path / "standby.signal").exists()
 
 

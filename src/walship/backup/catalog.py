@@ -149,7 +149,7 @@ def ends_before(backup: BackupInfo, target) -> bool | None:
 
 def describe_end(backup: BackupInfo) -> str:
     xid = f", next xid {backup.next_xid}" if backup.next_xid is not None else ""
-    return f"{backup.name} (consistent at {backup.stop_lsn}, {_utc(backup.stop_time)}{xid})"
+    return f"{backup.name} (consistent at {backup.stop_lsn}, {utc_text(backup.stop_time)}{xid})"
 
 
 def choose(backups: list[BackupInfo], name: str, target, problem: Callable[[BackupInfo], str | None]
@@ -205,5 +205,5 @@ def _timeline_hint(backups: list[BackupInfo], backup: BackupInfo, problem) -> st
     return f"add {stay}"
 
 
-def _utc(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+def utc_text(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) if epoch is not None else "-"

@@ -149,8 +149,8 @@ def _check_within_archive(target: recovery.Target, end: timelines.ArchiveEnd, fo
         raise ConfigError(f"the target LSN {target.lsn} is beyond the archived WAL on timeline {followed} "
                           f"({held})", hint)
     if target.kind == "time" and (end.mtime is None or target.moment.timestamp() > end.mtime + ARCHIVE_TIME_SLACK_S):
-        held = (f"its newest segment {end.segment} was archived at {_utc(end.mtime)}" if end.mtime is not None
-                else "none")
+        held = (f"its newest segment {end.segment} was archived at {catalog.utc_text(end.mtime)}"
+                if end.mtime is not None else "none")
         raise ConfigError(f"the target time {recovery.pg_timestamp(target.moment)} is after the archived WAL on "
                           f"timeline {followed} ({held})", hint)
 
@@ -160,11 +160,11 @@ def _announce(say: Callable[[str], None], dest: str, plan: Plan, target: recover
     backup = plan.backup
     say(f"restoring backup {backup.name} into {dest}")
     say(f"  backup: timeline {backup.timeline}, WAL {backup.start_wal} .. {backup.stop_wal}, consistent at "
-        f"{backup.stop_lsn} ({_utc(backup.stop_time)})")
+        f"{backup.stop_lsn} ({catalog.utc_text(backup.stop_time)})")
     for newer, why in plan.skipped:
         say(f"  skipped the newer backup {newer.name}: {why}")
     path = " -> ".join(str(s.timeline) for s in plan.chain)
-    held = (f"the archive holds WAL up to {plan.end.segment} (archived {_utc(plan.end.mtime)})"
+    held = (f"the archive holds WAL up to {plan.end.segment} (archived {catalog.utc_text(plan.end.mtime)})"
             if plan.end.segment else "the archive holds no WAL on that timeline yet")
     say(f"  recovery: replays WAL from {backup.start_wal} following timeline {plan.followed} "
         f"(history {path}); {held}")
@@ -258,10 +258,6 @@ def _user(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
-
-
-def _utc(epoch: float | None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) if epoch is not None else "-"
 
 
 def _print(line: str) -> None:

@@ -15,7 +15,7 @@ files; history files themselves are read only for the timelines followed.
 
 from __future__ import annotations
 
-from walship.errors import ConfigError, WalshipError
+from walship.errors import WalshipError
 from walship.layout import WAL_PREFIX
 from walship.pg import walnames
 from walship.walecompat.wal import WALE_WAL_PREFIX
@@ -102,14 +102,7 @@ class Archive:
             while newest + 1 in self.history_timelines:
                 newest += 1
             return newest
-        number = int(requested)
-        if number != backup_timeline and number not in self.history_timelines:
-            known = sorted(self.history_timelines)
-            raise ConfigError(f"--target-timeline {number}: the repository {self.store.url} holds no "
-                              f"{walnames.history_name(number)}, and the backup is on timeline {backup_timeline}",
-                              "timelines with a history file there: "
-                              f"{', '.join(map(str, known)) if known else 'none'}; or use latest or current")
-        return number
+        return int(requested)     # plan_restore checked that its history file is there, or that it is the backup's
 
     def chain(self, timeline: int) -> list[TimelineStep]:
         """The history of timeline, oldest first: each ancestor with the LSN range it covers."""
