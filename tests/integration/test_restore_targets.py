@@ -143,7 +143,9 @@ def test_a_cluster_restored_to_a_point_then_promoted_backs_up_and_restores_to_it
     rows = restore.stamp_rows(primary, 1, 10)
     restore.backup_push(primary)
     rows += restore.stamp_rows(primary, 11, 30)
+    restore.backup_push(primary)                         # taken after the mistake the operator will undo
     primary.wait_archived(primary.switch_wal())
+    first, late = restore.backups(repo_env)
     primary.kill9()
 
     # the operator goes back to before a mistake and makes that the new primary (timeline 2)
@@ -153,17 +155,29 @@ def test_a_cluster_restored_to_a_point_then_promoted_backs_up_and_restores_to_it
                                   "--target-action", "promote", server_env=repo_env)
     assert restore.ids(new_primary) == [s.id for s in rows[:cut + 1]]
     more = restore.stamp_rows(new_primary, 100, 10)
+    new_primary.wait_archived(new_primary.switch_wal())
+    assert "00000002.history" in restore.archived_wal(repo_env)       # it archives as the new primary
+
+    # the backup taken on timeline 1 after the branch point cannot follow timeline 2: refused, naming the fixes
+    for name in (late["name"], "LATEST"):
+        dest = scratch / "late"
+        _refused(restore.fetch(dest, name, repo_env), dest,
+                 f"backup {late['name']} cannot start that recovery: timeline 2 branched off timeline 1",
+                 f"restore {first['name']} to follow that timeline", "--target-timeline current")
+    old_history = restore.restore(15, cluster_factory, "old_history", repo_env, late["name"],
+                                  "--target-timeline", "current")
+    assert restore.ids(old_history) == [s.id for s in rows]
+    old_history.stop()
+
     # its postgresql.auto.conf still holds that restore's target: its next backup must not carry it into a restore
     restore.backup_push(new_primary)
     more += restore.stamp_rows(new_primary, 200, 5)
     new_primary.wait_archived(new_primary.switch_wal())
-    assert "00000002.history" in restore.archived_wal(repo_env)       # it archived as the new primary
     expected = [s.id for s in rows[:cut + 1] + more]
     assert restore.ids(new_primary) == expected
     new_primary.kill9()
 
     latest = restore.restore(15, cluster_factory, "latest", repo_env, "LATEST")
     assert restore.ids(latest) == expected
-    conf = (latest.datadir / "postgresql.auto.conf").read_text()
     from walship.backup.recovery import DISABLED_PREFIX
-    assert f"{DISABLED_PREFIX}recovery_target_time" in conf
+    assert f"{DISABLED_PREFIX}recovery_target_time" in (latest.datadir / "postgresql.auto.conf").read_text()

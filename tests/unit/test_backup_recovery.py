@@ -138,12 +138,12 @@ def _none(_b):
 
 
 def test_latest_with_a_target_chooses_the_newest_backup_consistent_before_it():
-    assert catalog.choose([B1, B2], "LATEST", recovery.Target(time=_at(1800)), _none)[0] is B1
-    assert catalog.choose([B1, B2], "LATEST", recovery.Target(time=_at(3601)), _none)[0] is B2
-    assert catalog.choose([B1, B2], "LATEST", recovery.Target(lsn="0/5000000"), _none)[0] is B1
-    assert catalog.choose([B1, B2], "LATEST", recovery.Target(xid="999"), _none)[0] is B1
-    assert catalog.choose([B1, B2], "LATEST", recovery.Target(xid="1000"), _none)[0] is B2
-    assert catalog.choose([B1, B2], "LATEST", recovery.Target(), _none)[0] is B2
+    assert catalog.choose([B1, B2], "LATEST", recovery.Target(time=_at(1800)), _none) is B1
+    assert catalog.choose([B1, B2], "LATEST", recovery.Target(time=_at(3601)), _none) is B2
+    assert catalog.choose([B1, B2], "LATEST", recovery.Target(lsn="0/5000000"), _none) is B1
+    assert catalog.choose([B1, B2], "LATEST", recovery.Target(xid="999"), _none) is B1
+    assert catalog.choose([B1, B2], "LATEST", recovery.Target(xid="1000"), _none) is B2
+    assert catalog.choose([B1, B2], "LATEST", recovery.Target(), _none) is B2
 
 
 def test_a_target_before_every_backup_or_a_named_backup_after_it_is_refused_naming_one_that_works():
@@ -155,17 +155,17 @@ def test_a_target_before_every_backup_or_a_named_backup_after_it_is_refused_nami
     old = _backup("old", T0, "0/3000100")                 # a marker from before next_xid was recorded
     with pytest.raises(ConfigError, match="recorded their next transaction ID"):
         catalog.choose([old], "LATEST", recovery.Target(xid="5000"), _none)
-    assert catalog.choose([old], "old", recovery.Target(xid="5000"), _none)[0] is old
+    assert catalog.choose([old], "old", recovery.Target(xid="5000"), _none) is old
 
 
-def test_latest_skips_a_backup_the_followed_timeline_does_not_contain():
+def test_a_backup_the_followed_timeline_does_not_contain_is_refused_naming_the_fixes():
     def problem(b):
         return "past the branch point" if b is B2 else None
-    chosen, skipped = catalog.choose([B1, B2], "LATEST", recovery.Target(), problem)
-    assert chosen is B1 and skipped == [(B2, "past the branch point")]
-    with pytest.raises(ConfigError, match="past the branch point") as err:
-        catalog.choose([B1, B2], "b2", recovery.Target(), problem)
-    assert "restore b1 instead" in err.value.one_line()
+    for name in ("LATEST", "b2"):
+        with pytest.raises(ConfigError, match="past the branch point") as err:
+            catalog.choose([B1, B2], name, recovery.Target(), problem)
+        assert "restore b1 to follow that timeline, or add --target-timeline current" in err.value.one_line()
+    assert catalog.choose([B1, B2], "LATEST", recovery.Target(time=_at(1800)), problem) is B1
 
 
 def test_full_xid_places_a_32_bit_id_in_the_reference_epoch():
@@ -198,6 +198,10 @@ def test_the_followed_timeline_its_history_and_the_end_of_the_archive(tmp_path):
     end = archive.end_of(chain)
     assert (end.segment, end.lsn) == ("000000020000000000000004", 0x5000000)
     assert archive.end_of(archive.chain(1)).segment == "000000010000000000000003"
+    # timeline 1 went on past the branch point (segment 3 after 0/2800000): two histories, said so
+    assert archive.diverged(chain) == ["timeline 1 went on after timeline 2's history branched off it at "
+                                       "0/2800000 (archived up to 000000010000000000000003)"]
+    assert archive.diverged(archive.chain(1)) == []
 
 
 def test_plan_refuses_a_target_beyond_the_archive_unless_asked(tmp_path):

@@ -153,11 +153,12 @@ def describe_end(backup: BackupInfo) -> str:
 
 
 def choose(backups: list[BackupInfo], name: str, target, problem: Callable[[BackupInfo], str | None]
-           ) -> tuple[BackupInfo, list[tuple[BackupInfo, str]]]:
-    """The backup to restore for the target: the one named, or for LATEST the newest consistent before the
-    target whose timeline the recovery can follow; with the newer ones skipped for their timeline (and why).
+           ) -> BackupInfo:
+    """The backup to restore for the target: the one named, or for LATEST the newest one consistent before
+    the target. Refused (ConfigError, naming what works) when it ends after the target or when recovery from
+    it cannot follow the timeline asked for: with two histories in the repository walship does not guess.
 
-    backups: oldest first. problem(backup): why recovery from it cannot follow the timeline asked for, or None.
+    backups: oldest first. problem(backup): why recovery from it cannot follow that timeline, or None.
     """
     if name != "LATEST":
         backup = next((b for b in backups if b.name == name), None)
@@ -170,39 +171,28 @@ def choose(backups: list[BackupInfo], name: str, target, problem: Callable[[Back
                     "no backup in the repository was consistent before it: choose a later target")
             raise ConfigError(f"backup {describe_end(backup)} is consistent only after the target "
                               f"{target.describe()}: recovery cannot stop before that", hint)
-        issue = problem(backup)
-        if issue is not None:
-            raise ConfigError(f"backup {name} cannot start that recovery: {issue}", _timeline_hint(backups, backup,
-                                                                                                  problem))
-        return backup, []
-    if not backups:
-        raise BackupNotFound("no complete backup in the repository", "take one with `walship backup-push PGDATA`")
-    candidates = [b for b in backups if ends_before(b, target)]
-    if not candidates:
-        if target.kind == "xid":
-            hint = ("only backups that recorded their next transaction ID can be chosen for an xid target: "
-                    "name a backup taken before that transaction started, or use --target-time")
-        else:
-            hint = f"the oldest backup is {describe_end(backups[0])}: choose a later target"
-        raise ConfigError(f"no backup in the repository is consistent before the target {target.describe()}", hint)
-    skipped: list[tuple[BackupInfo, str]] = []
-    for backup in reversed(candidates):
-        issue = problem(backup)
-        if issue is None:
-            return backup, skipped
-        skipped.append((backup, issue))
-    newest, issue = skipped[0]
-    raise ConfigError(f"no backup before the target can start that recovery: {newest.name}: {issue}",
-                      "add --target-timeline current to stay on the backup's timeline, or --target-timeline N "
-                      "for another timeline")
-
-
-def _timeline_hint(backups: list[BackupInfo], backup: BackupInfo, problem) -> str:
-    working = [b for b in backups if b.stop_time <= backup.stop_time and problem(b) is None]
-    stay = "--target-timeline current to stay on the backup's own timeline"
-    if working:
-        return f"restore {working[-1].name} instead (it is in that history), or add {stay}"
-    return f"add {stay}"
+    else:
+        if not backups:
+            raise BackupNotFound("no complete backup in the repository",
+                                 "take one with `walship backup-push PGDATA`")
+        candidates = [b for b in backups if ends_before(b, target)]
+        if not candidates:
+            if target.kind == "xid":
+                hint = ("only backups that recorded their next transaction ID can be chosen for an xid target: "
+                        "name a backup taken before that transaction started, or use --target-time")
+            else:
+                hint = f"the oldest backup is {describe_end(backups[0])}: choose a later target"
+            raise ConfigError(f"no backup in the repository is consistent before the target {target.describe()}",
+                              hint)
+        backup = candidates[-1]
+    issue = problem(backup)
+    if issue is not None:
+        older = [b for b in backups if b.stop_time < backup.stop_time and ends_before(b, target) is not False
+                 and problem(b) is None]
+        stay = "--target-timeline current to stay on the backup's own timeline"
+        hint = f"restore {older[-1].name} to follow that timeline, or add {stay}" if older else f"add {stay}"
+        raise ConfigError(f"backup {backup.name} cannot start that recovery: {issue}", hint)
+    return backup
 
 
 def utc_text(epoch: float | None) -> str:

@@ -59,12 +59,12 @@ class Plan:
     """What the restore will do, decided before anything is downloaded."""
 
     def __init__(self, backup: catalog.BackupInfo, followed: int, chain: list[timelines.TimelineStep],
-                 end: timelines.ArchiveEnd, skipped: list[tuple[catalog.BackupInfo, str]]):
+                 end: timelines.ArchiveEnd, diverged: list[str]):
         self.backup = backup
         self.followed = followed
         self.chain = chain
         self.end = end
-        self.skipped = skipped
+        self.diverged = diverged
 
 
 def backup_fetch(dest: str, name: str, settings, store, target: recovery.Target,
@@ -120,12 +120,12 @@ def plan_restore(archive: timelines.Archive, backups: list[catalog.BackupInfo], 
             paths[backup.name] = _timeline_path(archive, backup, requested)
         return paths[backup.name]
 
-    backup, skipped = catalog.choose(backups, name, target, lambda b: path_of(b)[2])
+    backup = catalog.choose(backups, name, target, lambda b: path_of(b)[2])
     followed, chain, _ = path_of(backup)
     end = archive.end_of(chain)
     if not beyond_archive:
         _check_within_archive(target, end, followed)
-    return Plan(backup, followed, chain, end, skipped)
+    return Plan(backup, followed, chain, end, archive.diverged(chain))
 
 
 def _timeline_path(archive: timelines.Archive, backup: catalog.BackupInfo, requested: str | None
@@ -161,13 +161,13 @@ def _announce(say: Callable[[str], None], dest: str, plan: Plan, target: recover
     say(f"restoring backup {backup.name} into {dest}")
     say(f"  backup: timeline {backup.timeline}, WAL {backup.start_wal} .. {backup.stop_wal}, consistent at "
         f"{backup.stop_lsn} ({catalog.utc_text(backup.stop_time)})")
-    for newer, why in plan.skipped:
-        say(f"  skipped the newer backup {newer.name}: {why}")
     path = " -> ".join(str(s.timeline) for s in plan.chain)
     held = (f"the archive holds WAL up to {plan.end.segment} (archived {catalog.utc_text(plan.end.mtime)})"
             if plan.end.segment else "the archive holds no WAL on that timeline yet")
     say(f"  recovery: replays WAL from {backup.start_wal} following timeline {plan.followed} "
         f"(history {path}); {held}")
+    for note in plan.diverged:
+        say(f"  note: {note}; this restore follows timeline {plan.followed} (--target-timeline chooses another)")
     say(f"  target: {target.describe()}")
     if target.kind == "name":
         say("  (walship cannot tell where a restore point is: if it was made before this backup, recovery "

@@ -145,6 +145,19 @@ class Archive:
                               max(numbers[n] for n in on_path))
         return ArchiveEnd(None, None, None)
 
+    def diverged(self, chain: list[TimelineStep]) -> list[str]:
+        """Ancestors that went on after the followed path branched off them (full segments archived past the
+        branch point): the repository holds two histories, and the operator should know which one he gets."""
+        notes = []
+        for step in chain[:-1]:
+            branch_segment = (step.end - 1) // self.segment_size
+            later = [n for n in self.segments.get(step.timeline, {}) if n > branch_segment]
+            if later:
+                newest = walnames.Segment(step.timeline, max(later)).name(self.segment_size)
+                notes.append(f"timeline {step.timeline} went on after timeline {chain[-1].timeline}'s history "
+                             f"branched off it at {walnames.format_lsn(step.end)} (archived up to {newest})")
+        return notes
+
 
 def problem_with(chain: list[TimelineStep], backup_timeline: int, stop_lsn: int) -> str | None:
     """Why a backup cannot start recovery that follows this chain, or None when it can."""
