@@ -192,7 +192,10 @@ def test_a_tablespace_is_restored_where_the_operator_asks_and_push_retain_expire
     primary.stop()
 
     moved = scratch / "ts_restored"
-    restored = _restore(16, cluster_factory, "restored", repo_env, "LATEST", "--tablespace", f"{oid}={moved}")
+    # run as root, backup-fetch gives the tablespace's files too to the owner of the data directory's parent
+    restored = _restore(16, cluster_factory, "restored", repo_env, "LATEST", "--tablespace", f"{oid}={moved}",
+                        as_root=True)
+    assert {p.stat().st_uid for p in [moved, *moved.rglob("*")]} == {scratch.stat().st_uid}
     assert restored.scalar("SELECT count(*) FROM far") == 2000
     assert (restored.datadir / "pg_tblspc" / oid).resolve() == moved
     assert restored.scalar("SELECT pg_tablespace_location(%s::oid)", (oid,)) == str(moved)

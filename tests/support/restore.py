@@ -66,10 +66,10 @@ def start_restored(restored: pg.Cluster, promoted: bool = True) -> None:
 
 
 def restore(version: int, cluster_factory, name: str, repo_env: dict, backup: str, *flags: str,
-            server_env: dict | None = None) -> pg.Cluster:
+            server_env: dict | None = None, as_root: bool = False) -> pg.Cluster:
     """backup-fetch, then start the restored server until recovery ended."""
     restored = cluster_factory(version, name=name, env=service_env(repo_env) if server_env is None else server_env)
-    r = fetch(restored.datadir, backup, repo_env, *flags)
+    r = fetch(restored.datadir, backup, repo_env, *flags, as_root=as_root)
     assert r.returncode == 0, r.stderr
     assert oct(restored.datadir.stat().st_mode & 0o777) == "0o700"
     start_restored(restored)
