@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -11,82 +9,20 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_version
-from tests.support import pg
+from tests.support import pg, restore
+from tests.support.restore import STAMPED
 
-STAMPED = "CREATE TABLE stamped (id int PRIMARY KEY, committed_at timestamptz NOT NULL)"
-TABLE_DIGEST = "SELECT count(*), md5(coalesce(string_agg({cols}, ',' ORDER BY {key}), '')) FROM {table}"
-
-
-def _file_repo(scratch) -> dict:
-    return {"WALSHIP_REPO": f"file://{pg.make_dir(scratch, 'repo', 0o755)}"}
-
-
-def _primary(cluster_factory, version: int, repo_env: dict) -> pg.Cluster:
-    c = cluster_factory(version, env=repo_env)
-    c.initdb()
-    c.set_archiving()
-    c.start()
-    return c
+_file_repo = restore.file_repo
+_primary = restore.primary
+_cli_env = restore.cli_env
+_backup_push = restore.backup_push
+_backups = restore.backups
+_restore = restore.restore
+_digest = restore.digest
 
 
-def _cli_env(cluster: pg.Cluster, **extra) -> dict:
-    """The environment of backup commands run on the database host (as postgres)."""
-    return {**cluster.env_for_tools(), "WALSHIP_BACKUP_CONCURRENCY": "2", **extra}
 
-
-def _backup_push(cluster: pg.Cluster, *flags: str, **env) -> None:
-    r = pg.walship(["backup-push", str(cluster.datadir), "--progress", "none", *flags], _cli_env(cluster, **env))
-    assert r.returncode == 0, r.stderr
-
-
-def _backups(env: dict) -> list[dict]:
-    r = pg.walship(["backup-list", "--json"], env)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def _stamp_rows(cluster: pg.Cluster, first: int, count: int) -> list[tuple[int, datetime.datetime]]:
-    """One row per transaction, 50 ms apart; (id, the clock just before its commit)."""
-    rows = []
-    with cluster.connect() as conn:
-        for i in range(first, first + count):
-            at = conn.execute("INSERT INTO stamped VALUES (%s, clock_timestamp()) RETURNING committed_at",
-                              (i,)).fetchone()[0]
-            rows.append((i, at))
-            time.sleep(0.05)
-    return rows
-
-
-def _restore(version: int, cluster_factory, name: str, repo_env: dict, backup: str, *flags: str) -> pg.Cluster:
-    restored = cluster_factory(version, name=name, env=repo_env)
-    r = pg.walship(["backup-fetch", str(restored.datadir), backup, "--progress", "none", *flags],
-                   pg.server_env(repo_env))
-    assert r.returncode == 0, r.stderr
-    assert (restored.datadir / "recovery.signal").exists()
-    assert oct(restored.datadir.stat().st_mode & 0o777) == "0o700"
-    restored.configure(f"port = {restored.port}\nunix_socket_directories = '{restored.sockdir}'\n"
-                       "archive_mode = off\n")
-    restored.start()
-    restored.wait_promoted()
-    return restored
-
-
-def _digest(c: pg.Cluster, table: str, cols: str, key: str) -> tuple:
-    return tuple(c.sql(TABLE_DIGEST.format(table=table, cols=cols, key=key))[0])
-
-
-def _check_integrity(c: pg.Cluster) -> None:
-    """pg_amcheck where the server ships amcheck (the pgserver wheel of 16 does not), pg_checksums when stopped
-    where the server's build ships it (the npm builds of 14 and 17 do not; pg_checksums reads only its own major)."""
-    if c.scalar("SELECT count(*) FROM pg_available_extensions WHERE name = 'amcheck'"):
-        r = pg.run_as_postgres([c.program("pg_amcheck"), "-h", str(c.sockdir), "-p", str(c.port), "-U", "postgres",
-                                "--all", "--install-missing", "--heapallindexed"], env=c.env, check=False)
-        assert r.returncode == 0, r.stdout + r.stderr
-    c.stop()
-    if (c.bin / "pg_checksums").exists():
-        r = pg.run_as_postgres([str(c.bin / "pg_checksums"), "--check", "-D", str(c.datadir)], env=c.env,
-                               check=False)
-        assert r.returncode == 0, r.stdout + r.stderr
+_check_integrity = restore.check_integrity
 
 
 def _repo_keys(repo_env: dict) -> set[str]:
@@ -208,7 +144,10 @@ def test_a_tablespace_is_restored_where_the_operator_asks_and_push_retain_expire
     primary.stop()
 
     moved = scratch / "ts_restored"
-    restored = _restore(16, cluster_factory, "restored", repo_env, "LATEST", "--tablespace", f"{oid}={moved}")
+    # run as root, backup-fetch gives the tablespace's files too to the owner of the data directory's parent
+    restored = _restore(16, cluster_factory, "restored", repo_env, "LATEST", "--tablespace", f"{oid}={moved}",
+                        as_root=True)
+    assert {p.stat().st_uid for p in [moved, *moved.rglob("*")]} == {scratch.stat().st_uid}
     assert restored.scalar("SELECT count(*) FROM far") == 2000
     assert (restored.datadir / "pg_tblspc" / oid).resolve() == moved
     assert restored.scalar("SELECT pg_tablespace_location(%s::oid)", (oid,)) == str(moved)

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from tests.integration.test_backup import _backup_push, _backups, _primary
+from tests.support.restore import backup_push as _backup_push
+from tests.support.restore import backups as _backups
+from tests.support.restore import primary as _primary
 from tests.support import pg
 
 

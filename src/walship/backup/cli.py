@@ -29,17 +29,28 @@ def add_parsers(sub, common) -> None:
                     "postgresql.auto.conf, a restore_command calling this walship with --repo (and --config "
                     "when a config file was used) plus the recovery target. It never writes credentials "
                     "there: the server must find them in its own environment (AWS_* variables, instance "
-                    "profile) or in the 0600 config file, as for archive_command.")
+                    "profile) or in the 0600 config file, as for archive_command. The restored server is a "
+                    "COPY (archive_mode = off: its WAL never reaches this repository) unless --as-primary "
+                    "says it replaces the primary. With LATEST and a target, the newest backup consistent "
+                    "before the target is restored. See docs/restoring.md.")
     p.add_argument("dest")
     p.add_argument("name", help="backup name or LATEST")
-    p.add_argument("--target-time")
-    p.add_argument("--target-lsn")
-    p.add_argument("--target-xid")
-    p.add_argument("--target-name")
-    p.add_argument("--target-immediate", action="store_true")
-    p.add_argument("--target-action", choices=["promote", "pause", "shutdown"])
-    p.add_argument("--target-timeline")
+    p.add_argument("--target-time", help="a timestamp with its UTC offset or zone, e.g. '2026-12-02 09:30:00+00'")
+    p.add_argument("--target-lsn", help="an LSN, e.g. 16/B374D848")
+    p.add_argument("--target-xid", help="a transaction ID (decimal)")
+    p.add_argument("--target-name", help="a restore point made with pg_create_restore_point()")
+    p.add_argument("--target-immediate", action="store_true", help="stop as soon as the backup is consistent")
+    p.add_argument("--target-action", choices=["promote", "pause", "shutdown"],
+                   help="what the server does at the target (PostgreSQL's default: pause, read-only until "
+                        "SELECT pg_wal_replay_resume())")
+    p.add_argument("--target-timeline", help="latest (default), current (the backup's), or a timeline number")
     p.add_argument("--target-exclusive", action="store_true", help="stop just before the target")
+    p.add_argument("--target-beyond-archive", action="store_true",
+                   help="accept a target past the end of the archived WAL (WAL is still being archived)")
+    p.add_argument("--as-primary", action="store_true",
+                   help="the restored server replaces the lost primary: it keeps archiving into this repository "
+                        "after promotion, and later restores follow its timeline (default: a copy that "
+                        "archives nothing)")
     p.add_argument("--tablespace", action="append", metavar="OID=DIR",
                    help="restore tablespace OID into DIR instead of its original location (repeatable)")
     p.add_argument("--pool-size", type=int, dest="backup_concurrency")

@@ -73,7 +73,8 @@ def _fetch(args, settings, store) -> int:
                     exclusive=args.target_exclusive)
     config_path = args.config or _config_file(settings)
     backup_fetch(args.dest, args.name, settings, store, target, parse_tablespace_options(args.tablespace),
-                 restore_spec=args.restore_spec, config_path=config_path, progress_mode=args.progress)
+                 restore_spec=args.restore_spec, config_path=config_path, progress_mode=args.progress,
+                 as_primary=args.as_primary, beyond_archive=args.target_beyond_archive)
     return 0
 
 

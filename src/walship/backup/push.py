@@ -105,6 +105,7 @@ def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: 
     tablespaces = walk.tablespaces(pgdata)
     parts = uploader.upload_all(tarstream.plan_parts(walk.walk(pgdata), settings.backup_part_size, MAX_MEMBERS))
     stop = backup_api.stop_backup(conn, facts.version)
+    next_xid = backup_api.next_xid(conn, facts.version)     # lets backup-fetch choose a backup for an xid target
     uploader.upload_labels(parts, stop)
     bar.close()
     start_lsn, start_wal = backup_api.label_start(stop.backup_label)
@@ -122,7 +123,7 @@ def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: 
     info = BackupInfo(name=name, start_time=started, stop_time=stopped, start_lsn=start_lsn, stop_lsn=stop.lsn,
                       timeline=facts.timeline, start_wal=start_wal, stop_wal=stop_wal, pg_version=facts.version,
                       system_identifier=facts.system_identifier, size=uploader.stats.size,
-                      stored_size=uploader.stats.stored, duration_s=round(stopped - started, 3))
+                      stored_size=uploader.stats.stored, duration_s=round(stopped - started, 3), next_xid=next_xid)
     marker = Marker(info, parts + 1, uploader.stats.files, settings.compression,
                     {t.oid: t.location for t in tablespaces})
     before_marker()

@@ -6,11 +6,26 @@ when the settings came from a config file. It never carries secrets: S3
 credentials come from the server's own environment (AWS_* variables in the
 service's environment file, an instance profile, or a 0600 config file named
 by --config), exactly as for archive_command.
+
+Targets are checked here, in Python, before anything is downloaded: a value
+PostgreSQL would refuse only when the restored server starts (after the
+download) is refused at once with one line. A target time must carry its UTC
+offset or zone: without one, the restored server's timezone setting would
+decide what it means, which walship cannot know before the download. It is
+written back normalised to UTC, so that PostgreSQL and walship's choice of
+backup read the same instant.
+
+Recovery settings the backed-up server had (an earlier PITR's target and
+action, a standby's primary_conninfo, ...) are commented out in
+postgresql.auto.conf, with a note saying walship did it; only the ones asked
+for now are written.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -18,6 +33,63 @@ import time
 from dataclasses import dataclass
 
 from walship.errors import ConfigError
+from walship.pg import walnames
+
+# settings of an earlier recovery or of a standby that must not steer this one (GUC names are case-insensitive)
+RECOVERY_SETTINGS = ("restore_command", "recovery_end_command", "archive_cleanup_command", "primary_conninfo",
+                     "primary_slot_name", "standby_mode", "recovery_min_apply_delay", "promote_trigger_file",
+                     "trigger_file")
+_RECOVERY_SETTING_LINE = re.compile(
+    r"^\s*(recovery_target\w*|" + "|".join(RECOVERY_SETTINGS) + r")\s*=", re.IGNORECASE)
+DISABLED_PREFIX = "# disabled by walship backup-fetch (a recovery setting of the backed-up server): "
+SIGNAL_FILES = ("recovery.signal", "standby.signal")
+
+TIME_FORM = "2026-12-02 09:30:00+00 (or +01:00, Z, UTC, or a zone name such as Europe/Berlin)"
+_TIMESTAMP = re.compile(
+    r"^(?P<date>\d{4}-\d{2}-\d{2})[ T](?P<time>\d{1,2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)\s*(?P<zone>\S.*)?$")
+_OFFSET = re.compile(r"^(?P<sign>[+-])(?P<h>\d{1,2})(?::?(?P<m>\d{2})(?::?(?P<s>\d{2}))?)?$")
+_LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+MAX_RESTORE_POINT_NAME = 63       # PostgreSQL's MAXFNAMELEN - 1
+ACTIONS = ("promote", "pause", "shutdown")
+
+
+def parse_target_time(text: str) -> datetime.datetime:
+    """A timestamp with its UTC offset or zone, as an aware datetime; ConfigError otherwise."""
+    m = _TIMESTAMP.match(text.strip())
+    if not m:
+        raise ConfigError(f"--target-time {text!r} is not a timestamp", f"use the form {TIME_FORM}")
+    if m["zone"] is None:
+        raise ConfigError(f"--target-time {text!r} has no UTC offset or zone: the restored server's timezone "
+                          "would decide what it means", f"add one: {TIME_FORM}")
+    try:
+        hour, rest = m["time"].split(":", 1)
+        local = datetime.datetime.fromisoformat(f"{m['date']} {int(hour):02d}:{rest}")
+    except ValueError:
+        raise ConfigError(f"--target-time {text!r} is not a valid date and time",
+                          f"use the form {TIME_FORM}") from None
+    return local.replace(tzinfo=_zone(m["zone"].strip(), text))
+
+
+def _zone(zone: str, text: str) -> datetime.tzinfo:
+    if zone.upper() in ("Z", "UTC", "GMT", "UT"):
+        return datetime.timezone.utc
+    m = _OFFSET.match(zone)
+    if m:
+        seconds = int(m["h"]) * 3600 + int(m["m"] or 0) * 60 + int(m["s"] or 0)
+        if seconds >= 24 * 3600:
+            raise ConfigError(f"--target-time {text!r} has an impossible UTC offset {zone}", f"use {TIME_FORM}")
+        return datetime.timezone(datetime.timedelta(seconds=-seconds if m["sign"] == "-" else seconds))
+    import zoneinfo
+    try:
+        return zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"--target-time {text!r}: {zone!r} is not a UTC offset or a time zone name walship knows",
+                          f"use the form {TIME_FORM}") from None
+
+
+def pg_timestamp(moment: datetime.datetime) -> str:
+    """The instant as PostgreSQL reads it whatever the server's timezone: UTC with an explicit +00."""
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
 @dataclass(frozen=True)
@@ -31,23 +103,94 @@ class Target:
     timeline: str | None = None
     exclusive: bool = False
 
-    def settings(self) -> list[tuple[str, str]]:
-        chosen = [(k, v) for k, v in (("recovery_target_time", self.time), ("recovery_target_lsn", self.lsn),
-                                      ("recovery_target_xid", self.xid), ("recovery_target_name", self.name))
-                  if v is not None]
+    def check(self) -> None:
+        """Refuse, with one line, any target PostgreSQL would refuse (or misread) at startup."""
+        given = [k for k, v in (("--target-time", self.time), ("--target-lsn", self.lsn),
+                                ("--target-xid", self.xid), ("--target-name", self.name)) if v is not None]
         if self.immediate:
-            chosen.append(("recovery_target", "immediate"))
-        if len(chosen) > 1:
-            raise ConfigError("more than one recovery target given", "choose one of --target-time, --target-lsn, "
-                                                                     "--target-xid, --target-name, --target-immediate")
-        if not chosen and (self.action or self.exclusive):
+            given.append("--target-immediate")
+        if len(given) > 1:
+            raise ConfigError(f"more than one recovery target given ({', '.join(given)})",
+                              "choose one of --target-time, --target-lsn, --target-xid, --target-name, "
+                              "--target-immediate")
+        if not given and (self.action or self.exclusive):
             raise ConfigError("--target-action and --target-exclusive need a target",
                               "add --target-time, --target-lsn, --target-xid, --target-name or --target-immediate")
+        if self.exclusive and self.immediate:
+            raise ConfigError("--target-exclusive has no meaning with --target-immediate", "leave it out")
+        if self.action is not None and self.action not in ACTIONS:
+            raise ConfigError(f"--target-action {self.action!r} is not one of {', '.join(ACTIONS)}")
+        if self.time is not None:
+            parse_target_time(self.time)
+        if self.lsn is not None and not _LSN.match(self.lsn.strip()):
+            raise ConfigError(f"--target-lsn {self.lsn!r} is not an LSN", "use the form 16/B374D848 (hex/hex)")
+        if self.xid is not None and not (self.xid.strip().isdigit() and int(self.xid) < 1 << 64):
+            raise ConfigError(f"--target-xid {self.xid!r} is not a transaction ID",
+                              "use the decimal number, e.g. from SELECT pg_current_xact_id() or txid_current()")
+        if self.name is not None and not (0 < len(self.name) <= MAX_RESTORE_POINT_NAME and "\n" not in self.name):
+            raise ConfigError(f"--target-name {self.name!r} is not a restore point name",
+                              f"the name given to pg_create_restore_point() (1 to {MAX_RESTORE_POINT_NAME} bytes)")
+        if self.timeline is not None and not (self.timeline in ("latest", "current")
+                                              or (self.timeline.isdigit() and 0 < int(self.timeline) < 1 << 32)):
+            raise ConfigError(f"--target-timeline {self.timeline!r} is not a timeline",
+                              "use latest, current, or a timeline number (see the .history files in the repository)")
+
+    @property
+    def kind(self) -> str | None:
+        for kind, value in (("time", self.time), ("lsn", self.lsn), ("xid", self.xid), ("name", self.name)):
+            if value is not None:
+                return kind
+        return "immediate" if self.immediate else None
+
+    @property
+    def moment(self) -> datetime.datetime | None:
+        return parse_target_time(self.time) if self.time is not None else None
+
+    @property
+    def lsn_value(self) -> int | None:
+        return walnames.parse_lsn(self.lsn) if self.lsn is not None else None
+
+    @property
+    def xid_value(self) -> int | None:
+        return int(self.xid) if self.xid is not None else None
+
+    @property
+    def effective_action(self) -> str | None:
+        """What the server does at the target: PostgreSQL's default is pause."""
+        if self.kind is None:
+            return None
+        return self.action or "pause"
+
+    def describe(self) -> str:
+        kind = self.kind
+        if kind is None:
+            return "none: replay every archived WAL file, then end recovery"
+        if kind == "immediate":
+            return "immediate: stop as soon as the backup is consistent"
+        value = pg_timestamp(self.moment) if kind == "time" else getattr(self, kind)
+        return f"{kind} {value} ({'exclusive: stop just before it' if self.exclusive else 'inclusive'})"
+
+    def settings(self, timeline: int | None = None) -> list[tuple[str, str]]:
+        """The recovery_target* settings, in postgresql.auto.conf order; timeline pins what walship checked."""
+        self.check()
+        chosen: list[tuple[str, str]] = []
+        if self.time is not None:
+            chosen.append(("recovery_target_time", pg_timestamp(self.moment)))
+        if self.lsn is not None:
+            chosen.append(("recovery_target_lsn", self.lsn.strip().upper()))
+        if self.xid is not None:
+            chosen.append(("recovery_target_xid", str(int(self.xid))))
+        if self.name is not None:
+            chosen.append(("recovery_target_name", self.name))
+        if self.immediate:
+            chosen.append(("recovery_target", "immediate"))
         if self.exclusive:
             chosen.append(("recovery_target_inclusive", "off"))
         if self.action:
             chosen.append(("recovery_target_action", self.action))
-        if self.timeline:
+        if timeline is not None:
+            chosen.append(("recovery_target_timeline", str(timeline)))
+        elif self.timeline:
             chosen.append(("recovery_target_timeline", self.timeline))
         return chosen
 
@@ -68,25 +211,96 @@ def restore_command(executable: str, repo: str, config_path: str | None) -> str:
     return " ".join(w if w in ("%f", "%p") else shlex.quote(w) for w in words)
 
 
-def write(dest: str, backup_name: str, command: str, target: Target) -> None:
-    """Append the settings to postgresql.auto.conf (later lines win) and create recovery.signal."""
+def copy_archiving_lines(origin: str) -> list[str]:
+    """archive_mode off for a restored copy, and why, in postgresql.auto.conf."""
+    return ["# This server is a COPY restored from the repository " + origin + ". Its WAL must never go",
+            "# there: after promotion its new timeline would fork that repository's history, and later",
+            "# restores (LATEST) would follow this copy instead of production. To archive this copy into",
+            "# its OWN repository: give it its own WALSHIP_REPO (or --repo in archive_command) and set",
+            "# archive_mode = on. To make this server the new primary instead (production is lost), restore",
+            "# again with `walship backup-fetch --as-primary` (see docs/restoring.md).",
+            "archive_mode = 'off'"]
+
+
+def neutralise(dest: str) -> list[str]:
+    """Comment out the recovery settings the backed-up server had, in the configuration files inside the
+    restored data directory; the settings disabled, in order."""
+    disabled: list[str] = []
+    for conf in ("postgresql.auto.conf", "postgresql.conf"):
+        path = os.path.join(dest, conf)
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+                lines = fh.read().splitlines(keepends=True)
+        except FileNotFoundError:
+            continue
+        changed = False
+        for i, line in enumerate(lines):
+            m = _RECOVERY_SETTING_LINE.match(line)
+            if m:
+                lines[i] = DISABLED_PREFIX + line
+                disabled.append(m.group(1).lower())
+                changed = True
+        if changed:
+            _write_durably(path, "".join(lines))
+    return disabled
+
+
+def write_settings(dest: str, backup_name: str, command: str, target: Target, timeline: int | None,
+                   archiving_lines: list[str]) -> None:
+    """Append this restore's settings to postgresql.auto.conf (later lines win)."""
     lines = [f"# written by walship backup-fetch {backup_name} at "
              f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
              f"restore_command = {_quote(command)}"]
-    lines += [f"{key} = {_quote(value)}" for key, value in target.settings()]
+    lines += [f"{key} = {_quote(value)}" for key, value in target.settings(timeline)]
+    lines += archiving_lines
     path = os.path.join(dest, "postgresql.auto.conf")
-    with open(path, "a") as fh:
-        fh.write("\n".join(lines) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        text = ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    _write_durably(path, text + "\n".join(lines) + "\n")
+
+
+def remove_signal_files(dest: str) -> None:
+    """A recovery.signal or standby.signal the backup carried must not survive: only a finished restore
+    has one, written by signal_recovery last."""
+    for name in SIGNAL_FILES:
+        try:
+            os.unlink(os.path.join(dest, name))
+        except FileNotFoundError:
+            pass
+
+
+def signal_recovery(dest: str, owner: tuple[int, int] | None) -> None:
+    """recovery.signal, written last: a directory without it is not a restore that finished."""
     fd = os.open(os.path.join(dest, "recovery.signal"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fsync(fd)
-    os.close(fd)
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_durably(path: str, text: str) -> None:
+    tmp = path + ".walship-tmp"
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+    except FileNotFoundError:
+        os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 def _quote(value: str) -> str:

@@ -28,12 +28,14 @@ from typing import Iterator
 
 from walship import logs
 from walship.errors import WalshipError
+from walship.pg.restored import RESTORE_MARKER
 
 CONTENTS_EXCLUDED = frozenset({"pg_wal", "pg_xlog", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial",
                                "pg_snapshots", "pg_stat_tmp", "pg_subtrans"})
 ROOT_FILES_EXCLUDED = frozenset({"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map",
                                  "backup_label.old", "tablespace_map.old", "recovery.signal", "standby.signal",
-                                 "backup_manifest"})
+                                 "backup_manifest",
+                                 RESTORE_MARKER})      # what a restore made this server: each restore writes its own
 KEPT_EMPTY_SUBDIRS = {"pg_wal": ("archive_status",), "pg_xlog": ("archive_status",)}
 _RELATION_FORK = re.compile(r"^(\d+)(?:_(?:fsm|vm|init))?(?:\.\d+)?$")
 

@@ -79,6 +79,14 @@ def stop_backup(conn, version: int) -> BackupStop:
     return BackupStop(row[0], row[1], row[2] or "")
 
 
+def next_xid(conn, version: int) -> int:
+    """The next full transaction ID (xmax of a snapshot taken now): called once pg_backup_stop returned, every
+    transaction from this one on commits after the backup's consistency point."""
+    if version >= 130000:
+        return int(conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()[0])
+    return int(conn.execute("SELECT txid_snapshot_xmax(txid_current_snapshot())::text").fetchone()[0])
+
+
 def switch_wal(conn) -> None:
     """Complete the current WAL segment (on a primary) so that the archiver takes it now."""
     try:
