@@ -64,6 +64,7 @@ class Settings:
     backup_concurrency: int = 2
     backup_part_size: int = 128 * 1024 * 1024    # uncompressed bytes per tar part (the unit of parallelism)
     retain: int | None = None                    # backup-push --retain
+    backup_page_checksums: bool = True           # verify page checksums while reading (data checksums on)
 
     # logging
     log_destination: str = "stderr"              # stderr | syslog | both | none

@@ -9,7 +9,7 @@ that did not finish is never returned: only backups with a completion marker
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 from walship.backup import objects
 from walship.errors import IntegrityError, WalshipError
@@ -39,6 +39,9 @@ class BackupInfo:
     stored_size: int             # bytes stored in the repository
     duration_s: float
     source: str = "walship"      # "walship" or "wal-e"
+    # pages whose checksum was wrong when backup-push read them (stored as found); None: not verified
+    # (no data checksums, verification off, a backup of an older walship or of WAL-E)
+    page_checksum_failures: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,10 +55,14 @@ class Marker:
     files: int
     codec: str
     tablespaces: dict[str, str]  # oid -> location on the backed-up host
+    bad_pages: dict[str, list[int]] | None = None   # file in the backup -> blocks with a wrong checksum
+    pages_checked: int | None = None                # pages whose checksum was verified
 
     def to_json(self) -> bytes:
         doc = {"format": MARKER_FORMAT, **self.info.as_dict(), "parts": self.parts, "files": self.files,
                "codec": self.codec, "tablespaces": self.tablespaces}
+        if self.pages_checked is not None:      # optional fields: absent from markers without them
+            doc.update(bad_pages=self.bad_pages or {}, pages_checked=self.pages_checked)
         return json.dumps(doc, indent=1, sort_keys=True).encode()
 
     @classmethod
@@ -65,8 +72,13 @@ class Marker:
             if int(doc.get("format", 1)) > MARKER_FORMAT:
                 raise WalshipError(f"{what} was written by a newer walship (backup format {doc['format']})",
                                    "upgrade walship to restore it")
-            info = BackupInfo(**{f.name: doc[f.name] for f in fields(BackupInfo)})
-            return cls(info, int(doc["parts"]), int(doc["files"]), str(doc["codec"]), dict(doc["tablespaces"]))
+            # fields with a default are optional: markers written before them stay readable
+            info = BackupInfo(**{f.name: doc[f.name] for f in fields(BackupInfo)
+                                 if f.name in doc or f.default is MISSING})
+            checked = doc.get("pages_checked")
+            return cls(info, int(doc["parts"]), int(doc["files"]), str(doc["codec"]), dict(doc["tablespaces"]),
+                       {str(k): [int(b) for b in v] for k, v in dict(doc.get("bad_pages") or {}).items()},
+                       int(checked) if checked is not None else None)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise IntegrityError(f"{what} is corrupt (not a walship completion marker)",
                                  "delete that backup with `walship delete --before`") from None
