@@ -41,7 +41,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from walship import codec, logs
 from walship.crypto import keyring_for_writing
@@ -55,6 +55,9 @@ from walship.pg import backup_api, walnames
 from walship.pg.conn import connect
 from walship.repo import record as repo_record
 from walship.storage import ObjectExists
+
+if TYPE_CHECKING:
+    from walship.pg.checksums import PageCheck
 
 MAX_MEMBERS = 10_000           # entries per part: bounds a part's plan (~3 MB) and manifest in memory
 WAL_WAIT_S = 120.0             # the stop segment: fail when the archiver made no progress for this long
@@ -138,7 +141,8 @@ def _push_locked(conn, facts: backup_api.ServerFacts, pgdata: str, settings, sto
 
 
 def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: float, settings, store,
-          progress_mode: str, before_marker: Callable[[], None], primary: str | None, page_check) -> BackupInfo:
+          progress_mode: str, before_marker: Callable[[], None], primary: str | None,
+          page_check: PageCheck | None) -> BackupInfo:
     """Copy the files, stop the backup, and mark it complete once its last WAL segment is archived."""
     estimate = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0] or 0
     bar = progress.make(progress_mode, f"backup {name}", estimate)

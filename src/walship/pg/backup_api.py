@@ -13,6 +13,7 @@ with exclusive => false.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from walship.errors import PostgresError
@@ -135,7 +136,6 @@ class ArchiverStatus:
         last = f"last archived {self.last_archived_wal}" if self.last_archived_wal else "nothing archived yet"
         if not self.failed_count:
             return f"pg_stat_archiver: {last}, no failure"
-        import time
         when = time.strftime("%H:%M:%S UTC", time.gmtime(self.last_failed_time or 0))
         return (f"pg_stat_archiver: {last}, last failure on {self.last_failed_wal} at {when}, "
                 f"{self.failed_count} failure{'s' if self.failed_count != 1 else ''} since stats reset")
