@@ -86,7 +86,7 @@ def _slices(check: PageCheck, path: str, name: str, cuts: list[int], read_size: 
     try:
         bounds = [0, *cuts, size]
         for start, end in zip(bounds, bounds[1:]):
-            reader = check.reader(name, fd, start)
+            reader = check.reader(name, path, fd, start)
             position = start
             while position < end:
                 block = os.pread(fd, min(read_size, end - position), position)
@@ -95,6 +95,7 @@ def _slices(check: PageCheck, path: str, name: str, cuts: list[int], read_size: 
             reader.close()
     finally:
         os.close(fd)
+    check.finish()
 
 
 def test_slices_cut_anywhere_check_every_page_once(datadir, tmp_path):
@@ -122,6 +123,41 @@ def test_slices_cut_anywhere_check_every_page_once(datadir, tmp_path):
             read_size=1 << 20)
     assert check.pages_checked == pages and check.bad == {"base/5/16384": [2, 7]}
     assert check.failures == 2
+
+
+def test_small_files_checked_together_are_each_reported_by_name_and_block(datadir, tmp_path):
+    rel, data = _largest(datadir)
+    check = PageCheck(NO_REPLAY, 131072)
+    files = []
+    for n in range(40):                            # 40 small relations of 4 pages: batches span files
+        corrupt = bytearray(data[:4 * BLOCK_SIZE])
+        if n in (3, 31):
+            corrupt[(n % 4) * BLOCK_SIZE + 500] ^= 0x40
+        path = tmp_path / str(16384 + n)
+        path.write_bytes(bytes(corrupt))
+        files.append((f"base/5/{16384 + n}", str(path)))
+    for name, path in files:
+        _slices(check, path, name, [], read_size=1 << 20)
+    assert check.pages_checked == 160
+    assert check.bad == {"base/5/16387": [3], "base/5/16415": [3]}
+
+
+def test_a_page_that_is_right_when_read_again_was_a_torn_read(datadir, tmp_path):
+    rel, data = _largest(datadir)
+    path = tmp_path / "16384"
+    path.write_bytes(data[:8 * BLOCK_SIZE])
+    torn = bytearray(data[:8 * BLOCK_SIZE])
+    torn[6 * BLOCK_SIZE + 10] ^= 0x01              # what a read racing with a write may see
+    check = PageCheck(NO_REPLAY, 131072)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reader = check.reader("base/5/16384", str(path), fd, 0)
+        reader.feed(bytes(torn))
+        reader.close()
+    finally:
+        os.close(fd)
+    check.finish()
+    assert check.pages_checked == 8 and check.bad == {}
 
 
 def test_which_files_are_relation_forks():

@@ -153,6 +153,7 @@ def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: 
     uploader.upload_labels(parts, stop)
     bar.close()
     if page_check is not None:
+        page_check.finish()
         page_check.report(name)
     start_lsn, start_wal = backup_api.label_start(stop.backup_label)
     # the segment holding the last byte before the stop point (pg_backup_stop's own wait stops there too)
@@ -332,7 +333,7 @@ class _Uploader:
     """Uploads parts in parallel, at most backup_concurrency in flight."""
 
     def __init__(self, store, name: str, settings, bar,
-                 inspect: Callable[[str, int, int], tarstream.Reader | None] | None = None):
+                 inspect: Callable[[str, str, int, int], tarstream.Reader | None] | None = None):
         self.store = store
         self.inspect = inspect              # sees every file's blocks as they are read (page checksums)
         self.name = name

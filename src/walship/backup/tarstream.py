@@ -56,12 +56,12 @@ class Slice:
 
 
 def tar_chunks(items: Iterable[Entry | Slice], record: Callable[[ManifestEntry], None],
-               inspect: Callable[[str, int, int], Reader | None] | None = None) -> Iterator[bytes]:
+               inspect: Callable[[str, str, int, int], Reader | None] | None = None) -> Iterator[bytes]:
     """The tar stream of a part's items; record() gets each member's manifest entry.
 
     Headers and small files are gathered into chunks of about CHUNK bytes; the
     blocks of larger files are handed on as they are read, without a copy.
-    inspect(name, fd, offset), when given, may return a Reader that sees every
+    inspect(name, path, fd, offset), when given, may return a Reader that sees every
     block of the member as it is read (backup-push verifies page checksums so).
     """
     buf = bytearray()
@@ -81,7 +81,7 @@ def tar_chunks(items: Iterable[Entry | Slice], record: Callable[[ManifestEntry],
                 start, length = 0, os.fstat(fd).st_size
             buf += header(entry.name, "file", entry.mode, entry.mtime, length)
             digest = hashlib.sha256()
-            reader = inspect(entry.name, fd, start) if inspect is not None and fd is not None else None
+            reader = inspect(entry.name, entry.path, fd, start) if inspect is not None and fd is not None else None
             for block in _content(fd, start, length):
                 digest.update(block)
                 if reader is not None:

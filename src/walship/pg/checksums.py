@@ -18,11 +18,14 @@ pd_lsn is at or after the backup's start (WAL replay rewrites it from a
 full-page image; it may also be torn right now), an all-zero page (a new page
 that was never written) and a last partial page (a file being extended).
 A page that fails is read again once: a read that raced with PostgreSQL
-writing that page (torn read) is not a corruption.
+writing that page (torn read) is not a corruption. Small reads (most
+relation files are a few pages) are checked in batches of BATCH_PAGES pages
+of many files, as the rounds cost the same numpy calls for one page or many.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import threading
@@ -77,12 +80,16 @@ def page_checksums(words: np.ndarray, block_numbers: np.ndarray) -> np.ndarray:
     return (folded % np.uint32(65535) + np.uint32(1)).astype(np.uint16)
 
 
-def _bad_pages(data: bytes | bytearray | memoryview, first_block: int, start_lsn: int) -> list[int]:
-    """Indexes (in data) of the whole pages whose checksum is wrong and that replay does not rewrite."""
+def _words(data: bytes | bytearray | memoryview) -> np.ndarray:
+    """The whole pages of data as (pages, 2048) little-endian uint32, without a copy."""
     pages = len(data) // BLOCK_SIZE
-    if not pages:
-        return []
-    words = np.frombuffer(data, dtype="<u4", count=pages * (BLOCK_SIZE // 4)).reshape(pages, BLOCK_SIZE // 4)
+    return np.frombuffer(data, dtype="<u4", count=pages * (BLOCK_SIZE // 4)).reshape(pages, BLOCK_SIZE // 4)
+
+
+def bad_pages(words: np.ndarray, block_numbers: np.ndarray, start_lsn: int) -> np.ndarray:
+    """Indexes of the pages whose checksum is wrong, among those replay does not rewrite."""
+    if not words.shape[0]:
+        return np.empty(0, dtype=np.intp)
     # pd_lsn is {uint32 xlogid; uint32 xrecoff}: high word first
     lsn = (words[:, 0].astype(np.uint64) << np.uint64(32)) | words[:, 1].astype(np.uint64)
     candidates = lsn < np.uint64(start_lsn)
@@ -93,11 +100,17 @@ def _bad_pages(data: bytes | bytearray | memoryview, first_block: int, start_lsn
         candidates[np.flatnonzero(new)[zero]] = False
     index = np.flatnonzero(candidates)
     if not index.size:
-        return []
-    selected = words if index.size == pages else words[index]
+        return index
+    selected = words if index.size == words.shape[0] else words[index]
     stored = (selected[:, 2] & np.uint32(0xFFFF)).astype(np.uint16)
-    computed = page_checksums(selected, (index + first_block).astype(np.uint32))
-    return [int(i) for i in index[computed != stored]]
+    return index[page_checksums(selected, block_numbers[index]) != stored]
+
+
+def _bad_pages(data: bytes | bytearray | memoryview, first_block: int, start_lsn: int) -> list[int]:
+    """Indexes (in data) of the whole pages of data, relation blocks from first_block on, that are bad."""
+    words = _words(data)
+    blocks = np.arange(first_block, first_block + words.shape[0], dtype=np.uint32)
+    return [int(i) for i in bad_pages(words, blocks, start_lsn)]
 
 
 def page_is_bad(page: bytes, block_number: int, start_lsn: int) -> bool:
@@ -118,8 +131,24 @@ def relation_first_block(name: str, blocks_per_segment: int) -> int | None:
     return int(m.group(1) or 0) * blocks_per_segment
 
 
+class _Batch:
+    """Pages of small reads (catalogs, FSM, VM: most files are a few pages), checked together.
+
+    The 66 rounds cost the same few hundred numpy calls for 1 page or 128;
+    gathering the pages of many small files makes that cost per batch, not per file.
+    """
+
+    def __init__(self):
+        self.chunks: list[np.ndarray] = []            # copies: the read buffers are reused
+        self.blocks: list[np.ndarray] = []
+        self.origins: list[tuple[str, str, int, int]] = []   # (name, path, file offset, first page index)
+        self.pages = 0
+
+
 class PageCheck:
     """The findings over a whole backup: read by the upload threads, reported once at the end."""
+
+    BATCH_PAGES = 128
 
     def __init__(self, start_lsn: int, blocks_per_segment: int):
         self.start_lsn = start_lsn
@@ -127,19 +156,68 @@ class PageCheck:
         self.pages_checked = 0
         self.bad: dict[str, list[int]] = {}       # file in the backup -> relation block numbers
         self._lock = threading.Lock()
+        self._batches: dict[int, _Batch] = {}     # one per upload thread
 
-    def reader(self, name: str, fd: int, offset: int) -> "FileCheck | None":
+    def reader(self, name: str, path: str, fd: int, offset: int) -> "FileCheck | None":
         """A checker for the bytes of file `name` read from offset on, or None when it holds no pages."""
         first = relation_first_block(name, self.blocks_per_segment)
         if first is None:
             return None
-        return FileCheck(self, name, fd, offset, first)
+        return FileCheck(self, name, path, fd, offset, first)
 
-    def _record(self, name: str, pages: int, bad_blocks: list[int]) -> None:
+    def verify(self, name: str, path: str, data, offset: int, first_block: int) -> None:
+        """The whole pages of data, read at offset of the file; small reads wait in this thread's batch."""
+        words = _words(data)
+        pages = words.shape[0]
+        if not pages:
+            return
+        blocks = np.arange(first_block, first_block + pages, dtype=np.uint32)
+        if pages >= self.BATCH_PAGES:
+            self._confirm(bad_pages(words, blocks, self.start_lsn), [(name, path, offset, 0)], pages)
+            return
+        batch = self._batches.get(threading.get_ident())
+        if batch is None:
+            with self._lock:
+                batch = self._batches.setdefault(threading.get_ident(), _Batch())
+        batch.origins.append((name, path, offset, batch.pages))
+        batch.chunks.append(words.copy())
+        batch.blocks.append(blocks)
+        batch.pages += pages
+        if batch.pages >= self.BATCH_PAGES:
+            self._flush(batch)
+
+    def finish(self) -> None:
+        """Check what waits in the batches; once the upload threads are done."""
+        for batch in self._batches.values():
+            self._flush(batch)
+
+    def _flush(self, batch: _Batch) -> None:
+        if not batch.pages:
+            return
+        words = np.concatenate(batch.chunks)
+        bad = bad_pages(words, np.concatenate(batch.blocks), self.start_lsn)
+        self._confirm(bad, batch.origins, batch.pages)
+        batch.__init__()
+
+    def _confirm(self, bad: np.ndarray, origins: list[tuple[str, str, int, int]], pages: int) -> None:
+        """Read each bad page once more from its file: a read racing with PostgreSQL's write is no corruption."""
+        found: list[tuple[str, int]] = []
+        starts = [first for _, _, _, first in origins]
+        for index in (int(i) for i in bad):
+            name, path, offset, first = origins[bisect.bisect_right(starts, index) - 1]
+            page_offset = offset + (index - first) * BLOCK_SIZE
+            block = relation_first_block(name, self.blocks_per_segment) + page_offset // BLOCK_SIZE
+            try:
+                with open(path, "rb") as fh:
+                    again = os.pread(fh.fileno(), BLOCK_SIZE, page_offset)
+            except FileNotFoundError:
+                continue                              # dropped meanwhile: replay drops it too
+            if len(again) == BLOCK_SIZE and page_is_bad(again, block, self.start_lsn):
+                found.append((name, block))
         with self._lock:
             self.pages_checked += pages
-            if bad_blocks:
-                self.bad.setdefault(name, []).extend(bad_blocks)
+            for name, block in found:
+                self.bad.setdefault(name, []).append(block)
 
     @property
     def failures(self) -> int:
@@ -161,13 +239,11 @@ class PageCheck:
 class FileCheck:
     """The pages of one member (a file or a slice of it) as tar_chunks reads them, in order."""
 
-    def __init__(self, check: PageCheck, name: str, fd: int, offset: int, first_block: int):
-        self.check, self.name, self.fd, self.first_block = check, name, fd, first_block
+    def __init__(self, check: PageCheck, name: str, path: str, fd: int, offset: int, first_block: int):
+        self.check, self.name, self.path, self.fd, self.first_block = check, name, path, fd, first_block
         self.position = offset                        # file offset of the next byte fed
         self.skip = -offset % BLOCK_SIZE              # a page begun before offset belongs to the member before
         self.pending = bytearray()                    # the start of a page cut by a read boundary
-        self.pages = 0
-        self.bad_blocks: list[int] = []
 
     def feed(self, block: bytes) -> None:
         view = memoryview(block)
@@ -181,7 +257,7 @@ class FileCheck:
             view = view[need:]
             if len(self.pending) < BLOCK_SIZE:
                 return
-            self._verify(self.pending, self.position - len(view) - BLOCK_SIZE)
+            self._verify(bytes(self.pending), self.position - len(view) - BLOCK_SIZE)
             self.pending = bytearray()
         whole = len(view) - len(view) % BLOCK_SIZE
         if whole:
@@ -189,20 +265,12 @@ class FileCheck:
         self.pending += view[whole:]
 
     def close(self) -> None:
-        """Verify a page cut by the end of a slice (read whole from the file), then record the findings."""
+        """Verify a page cut by the end of a slice: read whole from the file."""
         if self.pending:
             offset = self.position - len(self.pending)
             page = os.pread(self.fd, BLOCK_SIZE, offset)
             if len(page) == BLOCK_SIZE:               # else: the file's last page is being extended
                 self._verify(page, offset)
-        self.check._record(self.name, self.pages, self.bad_blocks)
 
     def _verify(self, data, offset: int) -> None:
-        block = self.first_block + offset // BLOCK_SIZE
-        self.pages += len(data) // BLOCK_SIZE
-        for index in _bad_pages(data, block, self.check.start_lsn):
-            # once more from the file: a read racing with PostgreSQL's write of this page is no corruption
-            page_offset = offset + index * BLOCK_SIZE
-            again = os.pread(self.fd, BLOCK_SIZE, page_offset)
-            if len(again) == BLOCK_SIZE and page_is_bad(again, block + index, self.check.start_lsn):
-                self.bad_blocks.append(block + index)
+        self.check.verify(self.name, self.path, data, offset, self.first_block + offset // BLOCK_SIZE)
