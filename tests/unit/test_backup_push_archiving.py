@@ -22,3 +22,75 @@ def test_three_failures_in_a_row_or_failing_before_and_again_is_stuck():
 def test_a_success_after_the_failures_is_not_stuck():
     assert not _archiver_stuck(status(4, 0, 100.0, None), status(5, 3, 110.0, 103.0))
     assert not _archiver_stuck(status(4, 3, 100.0, 103.0), status(5, 4, 170.0, 164.0))
+
+
+class _Clock:
+    """time for walship.backup.push: sleeping advances it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def time(self) -> float:
+        return 1_800_000_000.0 + self.now
+
+
+class _Store:
+    url = "file:///repo"
+
+    def __init__(self, arrives_at: float | None, clock: _Clock):
+        self.arrives_at, self.clock = arrives_at, clock
+
+    def exists(self, key: str) -> bool:
+        return self.arrives_at is not None and self.clock.now >= self.arrives_at
+
+
+def _waiting(monkeypatch, archiver) -> _Clock:
+    from walship.backup import push
+    clock = _Clock()
+    monkeypatch.setattr(push, "time", clock)
+    monkeypatch.setattr(push.backup_api, "archiver_status", lambda conn: archiver(clock.now))
+    return clock
+
+
+def test_the_wait_for_the_stop_segment_goes_on_while_the_archiver_gets_on(monkeypatch, capsys):
+    from walship import logs
+    from walship.backup import push
+    from walship.config import Settings
+    # a backlog drains: one segment every 20 s, the stop segment after 300 s, well past WAL_WAIT_S
+    clock = _waiting(monkeypatch, lambda now: status(int(now // 20), 0, now, None))
+    logs.setup("backup-push")                      # to stderr, as the command logs
+    try:
+        push._wait_for_stop_segment(None, _Store(300.0, clock), "000000010000000000000009")
+    finally:
+        logs.setup("backup-push", Settings(log_destination="none"))
+    assert clock.now >= 300.0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "still waiting" in line]
+    assert len(notes) >= 25 and "pg_stat_archiver: last archived 000000010000000000000004" in notes[-1]
+
+
+def test_the_wait_fails_when_nothing_is_archived_for_two_minutes(monkeypatch):
+    import pytest
+    from walship.backup import push
+    from walship.errors import WalshipError
+    clock = _waiting(monkeypatch, lambda now: status(4, 0, 100.0, None))
+    with pytest.raises(WalshipError) as failed:
+        push._wait_for_stop_segment(None, _Store(None, clock), "000000010000000000000009")
+    assert push.WAL_WAIT_S < clock.now < push.WAL_WAIT_S + 2
+    assert "120 s without progress" in str(failed.value) and "the archiver stores nothing there" in str(failed.value)
+
+
+def test_the_wait_fails_in_seconds_once_archive_command_keeps_failing(monkeypatch):
+    import pytest
+    from walship.backup import push
+    from walship.errors import WalshipError
+    clock = _waiting(monkeypatch, lambda now: status(4, int(now), 100.0, 100.0 + now))   # a failure a second
+    with pytest.raises(WalshipError) as failed:
+        push._wait_for_stop_segment(None, _Store(None, clock), "000000010000000000000009")
+    assert clock.now <= 4
+    assert "archive_command is failing" in str(failed.value) and "fix archive_command" in str(failed.value)
