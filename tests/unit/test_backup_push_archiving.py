@@ -94,3 +94,34 @@ def test_the_wait_fails_in_seconds_once_archive_command_keeps_failing(monkeypatc
         push._wait_for_stop_segment(None, _Store(None, clock), "000000010000000000000009")
     assert clock.now <= 4
     assert "archive_command is failing" in str(failed.value) and "fix archive_command" in str(failed.value)
+
+
+def _preflight(monkeypatch, archiver, store_has) -> tuple[_Clock, Exception | None]:
+    from walship.backup import push
+    clock = _waiting(monkeypatch, archiver)
+    monkeypatch.setattr(push.backup_api, "write_wal_record", lambda conn: True)
+    monkeypatch.setattr(push.backup_api, "switch_wal", lambda conn: "000000010000000000000009")
+
+    class Store(_Store):
+        def exists(self, key: str) -> bool:
+            return store_has(key, clock.now)
+
+    try:
+        push._check_archiving(None, Store(None, clock), "this server")
+    except Exception as exc:  # noqa: BLE001 - the test looks at it
+        return clock, exc
+    return clock, None
+
+
+def test_a_backlog_before_the_switched_segment_is_no_failure_when_it_reaches_the_repository(monkeypatch):
+    # the archiver stores one older segment a second; the switched one would come much later
+    clock, error = _preflight(monkeypatch, lambda now: status(4 + int(now), 0, now, None),
+                              lambda key, now: key == "wal/000000010000000000000004")
+    assert error is None and clock.now < 3
+
+
+def test_an_archiver_that_stores_elsewhere_fails_the_preflight_in_20_seconds(monkeypatch):
+    from walship.backup import push
+    clock, error = _preflight(monkeypatch, lambda now: status(4 + int(now), 0, now, None), lambda key, now: False)
+    assert error is not None and "after a forced segment switch" in str(error) and "nothing was read" in str(error)
+    assert push.PREFLIGHT_WAIT_S <= clock.now < push.PREFLIGHT_WAIT_S + 1
