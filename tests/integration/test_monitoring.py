@@ -363,7 +363,7 @@ def test_syslog_lines_arrive_under_the_configured_program_name(rsyslog, scratch,
     assert pushed["bytes"] == 1 << 16 and pushed["duration_s"] >= 0 and pushed["program"] == program
     error = next(e for e in events if e["@fields"]["syslog_severity"] == "err")
     assert json.loads(error["message"])["error"]
-    assert error["@message"].split(" ")[4] == program + ":"   # "Mmm dd hh:mm:ss host program: msg"
+    assert error["@message"].split()[4] == program + ":"   # "Mmm dd hh:mm:ss host program: msg" ("Dec  2")
 
 
 # --- plugin checks and status on real clusters and repositories -------------------------
