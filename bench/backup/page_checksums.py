@@ -7,9 +7,10 @@ file repository with verification on and off, alternately (the machine is noisy:
 Each backup-push runs as postgres under /usr/bin/time -v after the data directory was read once
 (warm page cache), as bench.py measures; the verified runs must report no bad page.
 
-2026-12-02, this machine (2 cores shared with other jobs), scale 30 (471 MiB), zstd, 3 runs each, medians:
-verified 4.6 s wall / 2.11 s CPU / 71 MiB RSS, not verified 3.4 s / 1.47 s / 51 MiB. The checksum itself
-costs about 0.5 ms of CPU per MiB (numpy, 1 MiB reads), importing numpy 0.15 s and 17 MiB.
+2026-12-02, this machine (2 cores shared with other jobs), zstd, 3 runs each, medians (wall / CPU / peak RSS):
+scale 30 (471 MiB), a busy moment: verified 4.6 s / 2.11 s / 71 MiB, not verified 3.4 s / 1.47 s / 51 MiB;
+scale 50 (770 MiB), quieter: verified 3.13 s / 2.59 s / 72 MiB, not verified 2.81 s / 1.91 s / 54 MiB.
+The checksum costs about 0.5-0.8 ms of CPU per MiB (numpy over 1 MiB reads), importing numpy 0.15 s and 17 MiB.
 """
 
 from __future__ import annotations
