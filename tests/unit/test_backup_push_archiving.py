@@ -125,3 +125,39 @@ def test_an_archiver_that_stores_elsewhere_fails_the_preflight_in_20_seconds(mon
     clock, error = _preflight(monkeypatch, lambda now: status(4 + int(now), 0, now, None), lambda key, now: False)
     assert error is not None and "after a forced segment switch" in str(error) and "nothing was read" in str(error)
     assert push.PREFLIGHT_WAIT_S <= clock.now < push.PREFLIGHT_WAIT_S + 1
+
+
+def test_a_role_that_may_not_switch_segments_is_checked_on_what_was_archived(monkeypatch, capsys):
+    import pytest
+    from walship import logs
+    from walship.backup import push
+    from walship.errors import PostgresError, WalshipError
+
+    def refused(conn):
+        raise PostgresError("the primary refused pg_switch_wal(): permission denied")
+
+    monkeypatch.setattr(push.backup_api, "write_wal_record", lambda conn: False)
+    monkeypatch.setattr(push.backup_api, "switch_wal", refused)
+    stored = {"wal/000000010000000000000004"}
+
+    class Store(_Store):
+        def exists(self, key: str) -> bool:
+            return key in stored
+
+    clock = _Clock()
+    monkeypatch.setattr(push, "time", clock)
+    monkeypatch.setattr(push.backup_api, "archiver_status", lambda conn: status(4, 0, 100.0, None))
+    logs.setup("backup-push")
+    try:
+        push._check_archiving(None, Store(None, clock), "this server")       # archived: a warning, no failure
+    finally:
+        from walship.config import Settings
+        logs.setup("backup-push", Settings(log_destination="none"))
+    assert "GRANT EXECUTE ON FUNCTION pg_switch_wal()" in capsys.readouterr().err
+    monkeypatch.setattr(push.backup_api, "archiver_status", lambda conn: status(4, 5, 100.0, 200.0))
+    with pytest.raises(WalshipError, match="archive_command is failing"):
+        push._check_archiving(None, Store(None, clock), "this server")
+    stored.clear()                                 # archiving somewhere else
+    monkeypatch.setattr(push.backup_api, "archiver_status", lambda conn: status(4, 0, 100.0, None))
+    with pytest.raises(WalshipError, match="the archiver stores nothing there"):
+        push._check_archiving(None, Store(None, clock), "this server")
