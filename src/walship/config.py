@@ -115,6 +115,7 @@ _OPTIONS = (
     Option("backup_part_size", "int", 128 * _MIB, "uncompressed bytes per tar part",
            low=64 * 1024, high=64 * 1024 * _MIB),
     Option("retain", "int", None, "backups backup-push --retain keeps", low=1, high=100000),
+    Option("backup_page_checksums", "bool", True, "verify page checksums while backup-push reads (data checksums on)"),
 
     # logging
     Option("log_destination", "str", "stderr", "where log lines go", choices=("stderr", "syslog", "both", "none")),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +95,23 @@ def _one_line_error(r: subprocess.CompletedProcess, words: str) -> None:
     assert errors and words in errors[0], r.stderr
 
 
+def _archive_into(c: pg.Cluster, repo: str) -> None:
+    """archive_command writes into repo from now on: a segment switched after the reload is there."""
+    c.sql(f"ALTER SYSTEM SET archive_command = 'WALSHIP_REPO={repo} {pg.WALSHIP} wal-push %p'")
+    c.sql("SELECT pg_reload_conf()")
+    root = Path(repo[len("file://"):])
+    deadline = time.time() + 60
+    while True:
+        c.sql("SELECT pg_logical_emit_message(false, 'test', 'new segment')")   # never a no-op switch
+        segment = c.switch_wal()
+        while time.time() < deadline and not (root / "wal" / segment).exists() and \
+                c.scalar("SELECT last_archived_wal FROM pg_stat_archiver") != segment:
+            time.sleep(0.1)
+        if (root / "wal" / segment).exists():
+            return
+        assert time.time() < deadline, f"archive_command does not write into {repo}: {c.log_tail()}"
+
+
 def test_full_disks_fail_in_one_line_and_lose_nothing(cluster_factory, scratch):
     c = cluster_factory(15)
     c.initdb()
@@ -109,10 +128,12 @@ def test_full_disks_fail_in_one_line_and_lose_nothing(cluster_factory, scratch):
     with _SmallDisk(scratch / "small-repo", 6) as small:
         pg.chown_postgres(small)
         full = {**env, "WALSHIP_REPO": f"file://{small}"}
+        _archive_into(c, full["WALSHIP_REPO"])     # backup-push first checks that WAL reaches it
         r = pg.walship(["backup-push", str(c.datadir), "--progress", "none"], full)
         _one_line_error(r, "no space left on the repository filesystem")
         listed = pg.walship(["backup-list", "--json"], full)
         assert listed.returncode == 0 and json.loads(listed.stdout) == []
+        _archive_into(c, env["WALSHIP_REPO"])
 
     r = pg.walship(["backup-push", str(c.datadir), "--progress", "none"], env)
     assert r.returncode == 0, r.stderr

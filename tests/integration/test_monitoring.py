@@ -248,7 +248,8 @@ def test_backup_push_results_arrive_in_icinga(icinga, cluster_factory, moto, scr
         assert r.returncode == 0, r.stderr
         ok = api.wait_for("pg-backup", BACKUP, lambda r: r["state"] == 0, timeout=5)
         assert ok and ok["output"].startswith("OK: base backup base_"), api.result("pg-backup", BACKUP)
-        assert [p.split("=")[0] for p in ok["performance_data"]] == ["duration", "size", "stored"]
+        # bad_pages: the cluster has data checksums, so backup-push verified every page (none bad)
+        assert [p.split("=")[0] for p in ok["performance_data"]] == ["duration", "size", "stored", "bad_pages"]
         assert "walship_last_backup_success_timestamp_seconds" in (scratch / "walship.prom").read_text()
 
         proxy.down()

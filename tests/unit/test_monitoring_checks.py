@@ -101,3 +101,14 @@ def test_archive_mode_off_is_critical_but_a_standby_is_fine():
     assert check_archive(facts(archive_mode="off"), archive(), [], None, None, LIMITS, NOW).state == CRITICAL
     r = check_archive(facts(in_recovery=True), archive(), [], None, None, LIMITS, NOW)
     assert r.state == OK and "primary archives" in r.text
+
+
+def test_bad_pages_in_the_newest_backup_warn_even_when_it_is_fresh():
+    from dataclasses import replace
+    r = check_backup([replace(backup(stop_ago_h=1), page_checksum_failures=2)], "r", 26 * HOUR, 50 * HOUR, NOW)
+    assert r.state == WARNING and r.text.startswith("2 pages with a wrong checksum in the newest base backup")
+    assert "bad_pages=2;1;;0" in r.line()
+    r = check_backup([replace(backup(stop_ago_h=51), page_checksum_failures=1)], "r", 26 * HOUR, 50 * HOUR, NOW)
+    assert r.state == CRITICAL                     # too old outranks it
+    r = check_backup([replace(backup(), page_checksum_failures=0)], "r", 26 * HOUR, 50 * HOUR, NOW)
+    assert r.state == OK and "bad_pages=0;1;;0" in r.line()

@@ -106,3 +106,17 @@ def test_backup_results(tmp_path, sent):
                            ["duration=312s;;;0", "size=3221225472B;;;0", "stored=1073741824B;;;0"])
     assert sent[1][1:3] == (2, "CRITICAL: base backup failed after 12s: cannot reach s3://b/p")
     assert metrics.read(s.metrics_file)["walship_backup_failures_total"] == 1
+
+
+def test_a_backup_with_bad_pages_is_a_warning_result(tmp_path, sent):
+    from dataclasses import replace
+    s = settings(tmp_path)
+    b = BackupInfo("base_x", 1000.0, 1312.0, "0/2000028", "0/3000100", 1, SEG, SEG, 150000, "1", 3 << 30, 1 << 30,
+                   312.0, page_checksum_failures=3)
+    backup_result(s, ok=True, backup=b, duration_s=312.0)
+    state, output, perfdata = sent[0][1:]
+    assert state == 1 and output.startswith("WARNING: base backup base_x pushed") and "3 pages whose checksum" in output
+    assert "bad_pages=3;1;;0" in perfdata
+    assert metrics.read(s.metrics_file)["walship_last_backup_bad_pages"] == 3
+    backup_result(s, ok=True, backup=replace(b, page_checksum_failures=0), duration_s=312.0)
+    assert sent[1][1] == 0

@@ -44,6 +44,9 @@ class BackupInfo:
     # the next transaction ID once the backup was consistent (pg_snapshot_xmax at pg_backup_stop, a full
     # 64-bit xid): every transaction from this one on commits after the consistency point. None: not recorded
     next_xid: int | None = None
+    # pages whose checksum was wrong when backup-push read them (stored as found); None: not verified
+    # (no data checksums, verification off, a backup of an older walship or of WAL-E)
+    page_checksum_failures: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -57,10 +60,14 @@ class Marker:
     files: int
     codec: str
     tablespaces: dict[str, str]  # oid -> location on the backed-up host
+    bad_pages: dict[str, list[int]] | None = None   # file in the backup -> blocks with a wrong checksum
+    pages_checked: int | None = None                # pages whose checksum was verified
 
     def to_json(self) -> bytes:
         doc = {"format": MARKER_FORMAT, **self.info.as_dict(), "parts": self.parts, "files": self.files,
                "codec": self.codec, "tablespaces": self.tablespaces}
+        if self.pages_checked is not None:      # optional fields: absent from markers without them
+            doc.update(bad_pages=self.bad_pages or {}, pages_checked=self.pages_checked)
         return json.dumps(doc, indent=1, sort_keys=True).encode()
 
     @classmethod
@@ -73,7 +80,10 @@ class Marker:
             # fields added later have defaults: markers written before them still read
             info = BackupInfo(**{f.name: doc[f.name] if f.default is MISSING else doc.get(f.name, f.default)
                                  for f in fields(BackupInfo)})
-            return cls(info, int(doc["parts"]), int(doc["files"]), str(doc["codec"]), dict(doc["tablespaces"]))
+            checked = doc.get("pages_checked")
+            return cls(info, int(doc["parts"]), int(doc["files"]), str(doc["codec"]), dict(doc["tablespaces"]),
+                       {str(k): [int(b) for b in v] for k, v in dict(doc.get("bad_pages") or {}).items()},
+                       int(checked) if checked is not None else None)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise IntegrityError(f"{what} is corrupt (not a walship completion marker)",
                                  "delete that backup with `walship delete --before`") from None

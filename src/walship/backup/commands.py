@@ -29,10 +29,10 @@ def _push(args, settings, store) -> int:
     retain = args.retain if args.retain is not None else settings.retain
     started = time.monotonic()
     try:
-        # the lock keeps delete from removing WAL this backup needs while it runs
-        with RepositoryLock(store, "backup-push") as lock:
-            info = backup_push(args.pgdata, settings, store, conninfo=args.pg, primary=args.primary,
-                               progress_mode=args.progress, before_marker=lock.check)
+        # the lock keeps delete from removing WAL this backup needs while it runs; backup-push takes it
+        # only once it knows the repository is its cluster's and WAL reaches it
+        info = backup_push(args.pgdata, settings, store, lock=lambda: RepositoryLock(store, "backup-push"),
+                           conninfo=args.pg, primary=args.primary, progress_mode=args.progress)
     except BaseException as exc:
         backup_result(settings, ok=False, error=exc, duration_s=round(time.monotonic() - started, 3))
         raise

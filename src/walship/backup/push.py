@@ -1,10 +1,21 @@
 """backup-push: a hot base backup of a running cluster into the repository.
 
+    claim the repository                       -> refused, with nothing written, when another cluster owns it
+    can WAL reach the repository?              -> archive_mode, pg_stat_archiver, a forced segment switch
+                                                  and a short wait for that segment in the repository
+    take the repository lock
     pg_backup_start (one session, held open)   -> name the backup, announce it (inflight.Heartbeat)
     walk PGDATA -> parts of ~backup_part_size  -> `backup_concurrency` workers each read, tar,
                                                   hash, compress and upload one part and its manifest
-    pg_backup_stop                             -> backup_label and tablespace_map, as a last part
-    stop segment in the repository?            -> completion marker, last
+                                                  (and verify page checksums, when the cluster has them)
+    pg_backup_stop (no wait for archiving)     -> backup_label and tablespace_map, as a last part
+    stop segment in the repository?            -> walship waits, bounded, showing pg_stat_archiver
+    completion marker, last
+
+The checks before pg_backup_start make a backup whose WAL would never arrive
+fail in seconds, before it reads a byte; the wait at the end is walship's,
+not pg_backup_stop's, because PostgreSQL's waits forever, silently, while
+archiving fails, holding the repository lock.
 
 From a standby the same steps run on the standby (PostgreSQL allows
 non-exclusive backups there), reading its files; the WAL comes from the
@@ -12,7 +23,8 @@ primary's archiving into the same repository. pg_backup_stop on a standby does
 not wait for archiving, and the segment ending the backup is archived only
 once the primary completes it: with --primary walship asks the primary for a
 segment switch (pg_switch_wal), otherwise it waits for the primary's
-archive_timeout.
+archive_timeout. The archiving check then runs on the primary (--primary), or
+not at all: a standby's archive_mode says nothing about the primary's.
 
 Memory stays bounded whatever the size and number of files: the walk is lazy,
 at most `backup_concurrency` parts are in flight, a part holds at most
@@ -27,23 +39,33 @@ import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from functools import partial
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from walship import codec, logs
 from walship.crypto import keyring_for_writing
 from walship.backup import inflight, objects, progress, tarstream, walk
 from walship.backup.catalog import BackupInfo, Marker
+from walship.backup.lock import RepositoryLock
 from walship.backup.manifest import ManifestEntry
-from walship.errors import WalshipError
+from walship.errors import PostgresError, WalshipError
 from walship.layout import wal_key
 from walship.pg import backup_api, versions, walnames
 from walship.pg.conn import connect
+from walship.repo import record as repo_record
 from walship.storage import ObjectExists
 
+if TYPE_CHECKING:
+    from walship.pg.checksums import PageCheck
+
 MAX_MEMBERS = 10_000           # entries per part: bounds a part's plan (~3 MB) and manifest in memory
-WAL_WAIT_S = 120.0             # pg_backup_stop already waited for archiving; this covers a slow store
+WAL_WAIT_S = 120.0             # the stop segment: fail when the archiver made no progress for this long
 STANDBY_WAL_WAIT_S = 600.0     # a standby's last segment comes at the primary's archive_timeout
+PREFLIGHT_WAIT_S = 20.0        # a switched segment reaches a working archive in about a second
+ARCHIVER_RETRIES = 3           # PostgreSQL's archiver tries a segment 3 times, then sleeps 60 s
+STILL_WAITING_EVERY_S = 10.0   # a log line while walship waits for the stop segment
+POLL_S = 0.5
 
 
 class PartStats:
@@ -62,11 +84,10 @@ class PartStats:
             self.files += files
 
 
-def backup_push(pgdata: str, settings, store, conninfo: str | None = None, progress_mode: str = "auto",
-                before_marker=lambda: None, primary: str | None = None) -> BackupInfo:
-    """Take the backup; before_marker() may raise to keep it from being marked complete."""
+def backup_push(pgdata: str, settings, store, lock: Callable[[], RepositoryLock], conninfo: str | None = None,
+                progress_mode: str = "auto", primary: str | None = None) -> BackupInfo:
+    """Take the backup, holding lock() from before pg_backup_start to after the completion marker."""
     walk.check_data_directory(pgdata)
-    started = time.time()
     with connect(conninfo, application_name="walship backup-push") as conn:
         facts = backup_api.server_facts(conn)
         versions.require_tested(versions.major_of(facts.version), settings.allow_untested_pg, "the server")
@@ -74,42 +95,70 @@ def backup_push(pgdata: str, settings, store, conninfo: str | None = None, progr
         if primary and not facts.in_recovery:
             raise WalshipError("--primary is for backups taken on a standby, and this server is a primary",
                                "leave --primary out")
-        start = backup_api.start_backup(conn, facts.version, f"walship {_utc(started, '%Y-%m-%dT%H:%M:%SZ')}")
-        start_wal = walnames.segment_name_of(walnames.parse_lsn(start.lsn), facts.timeline, facts.wal_segment_size)
-        name = f"base_{_utc(started, '%Y%m%dT%H%M%SZ')}_{start_wal}"
-        heartbeat = inflight.Heartbeat(store, name)
-        try:
-            heartbeat.start()
-        except ObjectExists:
-            raise WalshipError(f"another backup named {name} is being taken", "wait for it to finish") from None
-        try:
-            inflight.remove_leftovers(store, time.time(), keep=name)
-            info = _take(conn, facts, pgdata, name, started, settings, store, progress_mode, before_marker,
-                         primary)
-        except BaseException:
-            heartbeat.stop()                 # first: a last beat must not re-announce what is removed
-            _remove_unfinished(store, name)
-            raise
-        heartbeat.stop()
+        # first, before anything is written (even the lock): another cluster's repository is refused
+        repo_record.claim(store, repo_record.ClusterIdentity(facts.system_identifier, facts.version // 10000,
+                                                             facts.wal_segment_size), "backup-push")
+        if facts.in_recovery:
+            if primary:
+                with _primary_connection(primary, facts) as on_primary:
+                    _check_archiving(on_primary, store, "the primary")
+        else:
+            _check_archiving(conn, store, "this server")
+        pages = _page_check_wanted(conn, settings)
+        with lock() as held:
+            return _push_locked(conn, facts, pgdata, settings, store, progress_mode, held.check, primary, pages)
+
+
+def _push_locked(conn, facts: backup_api.ServerFacts, pgdata: str, settings, store, progress_mode: str,
+                 before_marker: Callable[[], None], primary: str | None,
+                 pages: backup_api.PageLayout | None) -> BackupInfo:
+    """From pg_backup_start to the completion marker; before_marker() may raise to keep it unmarked."""
+    started = time.time()
+    start = backup_api.start_backup(conn, facts.version, f"walship {_utc(started, '%Y-%m-%dT%H:%M:%SZ')}")
+    start_wal = walnames.segment_name_of(walnames.parse_lsn(start.lsn), facts.timeline, facts.wal_segment_size)
+    name = f"base_{_utc(started, '%Y%m%dT%H%M%SZ')}_{start_wal}"
+    heartbeat = inflight.Heartbeat(store, name)
+    try:
+        heartbeat.start()
+    except ObjectExists:
+        raise WalshipError(f"another backup named {name} is being taken", "wait for it to finish") from None
+    page_check = None
+    if pages is not None:
+        from walship.pg.checksums import PageCheck     # numpy: only for clusters with data checksums
+        page_check = PageCheck(walnames.parse_lsn(start.lsn), pages.blocks_per_segment)
+    try:
+        inflight.remove_leftovers(store, time.time(), keep=name)
+        info = _take(conn, facts, pgdata, name, started, settings, store, progress_mode, before_marker,
+                     primary, page_check)
+    except BaseException:
+        heartbeat.stop()                 # first: a last beat must not re-announce what is removed
+        _remove_unfinished(store, name)
+        raise
+    heartbeat.stop()
     logs.info("backup_pushed", f"backup {name} complete", backup=name, bytes=info.size,
-              stored_bytes=info.stored_size, duration_s=info.duration_s)
+              stored_bytes=info.stored_size, duration_s=info.duration_s,
+              page_checksum_failures=info.page_checksum_failures)
     return info
 
 
 def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: float, settings, store,
-          progress_mode: str, before_marker, primary: str | None) -> BackupInfo:
+          progress_mode: str, before_marker: Callable[[], None], primary: str | None,
+          page_check: PageCheck | None) -> BackupInfo:
     """Copy the files, stop the backup, and mark it complete once its last WAL segment is archived."""
     estimate = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0] or 0
     bar = progress.make(progress_mode, f"backup {name}", estimate)
-    uploader = _Uploader(store, name, settings, bar)
+    uploader = _Uploader(store, name, settings, bar, page_check.reader if page_check else None)
     tablespaces = walk.tablespaces(pgdata)
     parts = uploader.upload_all(tarstream.plan_parts(walk.walk(pgdata), settings.backup_part_size, MAX_MEMBERS))
     stop = backup_api.stop_backup(conn, facts.version)
     next_xid = backup_api.next_xid(conn, facts.version)     # lets backup-fetch choose a backup for an xid target
     uploader.upload_labels(parts, stop)
     bar.close()
+    if page_check is not None:
+        page_check.finish()
+        page_check.report(name)
     start_lsn, start_wal = backup_api.label_start(stop.backup_label)
-    # pg_backup_stop waits for the segment holding the last byte before the stop point (not the stop point's)
+    # the segment holding the last byte before the stop point (pg_backup_stop's own wait stops there too)
     stop_wal = walnames.segment_name_of(walnames.parse_lsn(stop.lsn) - 1, int(start_wal[:8], 16),
                                         facts.wal_segment_size)
     if facts.in_recovery:
@@ -117,18 +166,125 @@ def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: 
         _archive_from_primary(store, stop_wal, primary, facts)
         _wait_archived(store, _segments(start_wal, stop_wal, facts.wal_segment_size), at_archive_timeout=not primary)
     else:
-        # pg_backup_stop waited until the archiver, which goes in order, had stored the last one
-        _wait_archived(store, [stop_wal], at_archive_timeout=False)
+        # the archiver goes in order, and retries a failed segment before any later one: the last one stored
+        # means every earlier one is
+        _wait_for_stop_segment(conn, store, stop_wal)
     stopped = time.time()
     info = BackupInfo(name=name, start_time=started, stop_time=stopped, start_lsn=start_lsn, stop_lsn=stop.lsn,
                       timeline=facts.timeline, start_wal=start_wal, stop_wal=stop_wal, pg_version=facts.version,
                       system_identifier=facts.system_identifier, size=uploader.stats.size,
-                      stored_size=uploader.stats.stored, duration_s=round(stopped - started, 3), next_xid=next_xid)
+                      stored_size=uploader.stats.stored, duration_s=round(stopped - started, 3), next_xid=next_xid,
+                      page_checksum_failures=page_check.failures if page_check else None)
     marker = Marker(info, parts + 1, uploader.stats.files, settings.compression,
-                    {t.oid: t.location for t in tablespaces})
+                    {t.oid: t.location for t in tablespaces},
+                    bad_pages={n: sorted(b) for n, b in page_check.bad.items()} if page_check else None,
+                    pages_checked=page_check.pages_checked if page_check else None)
     before_marker()
     store.put(objects.marker_key(name), marker.to_json())
     return info
+
+
+def _page_check_wanted(conn, settings) -> backup_api.PageLayout | None:
+    """The page layout when page checksums are to be verified: the cluster has them, and they are not off."""
+    layout = backup_api.page_layout(conn)
+    if not layout.data_checksums or not settings.backup_page_checksums:
+        return None
+    from walship.pg.checksums import BLOCK_SIZE
+    if layout.block_size != BLOCK_SIZE:
+        logs.warning("page_checksums_skipped", f"page checksums are not verified: this cluster's block_size is "
+                     f"{layout.block_size}, walship verifies {BLOCK_SIZE}-byte pages")
+        return None
+    return layout
+
+
+def _check_archiving(conn, store, where: str) -> None:
+    """Before reading a file: WAL written now reaches the repository (or fail in seconds, naming the fix)."""
+    status = backup_api.archiver_status(conn)
+    if status.archive_mode == "off":
+        raise WalshipError(f"archive_mode is off on {where}: no WAL reaches {store.url}, so no backup taken "
+                           "there could be restored; nothing was read",
+                           "set archive_mode = on and archive_command = 'walship wal-push %p' "
+                           "in postgresql.conf, restart PostgreSQL, then run backup-push again")
+    backup_api.write_wal_record(conn)
+    try:
+        segment = backup_api.switch_wal(conn)
+    except PostgresError:
+        # a backup role without EXECUTE on pg_switch_wal: what the archiver last did has to do
+        _check_archived_so_far(status, store)
+        return
+    deadline = time.monotonic() + PREFLIGHT_WAIT_S
+    while not store.exists(wal_key(segment)):
+        now = backup_api.archiver_status(conn)
+        if _archiver_stuck(status, now) or time.monotonic() > deadline:
+            raise _not_archived(segment, store, now, "after a forced segment switch", "nothing was read")
+        if (now.archived_count > status.archived_count and not now.failing and now.last_archived_wal
+                and store.exists(wal_key(now.last_archived_wal))):
+            # a backlog before the switched segment: what the archiver stored since reached this repository,
+            # which is the proof wanted (the wait for the stop segment waits for the rest)
+            logs.info("backup_archiving_behind", f"the archiver is still storing WAL before {segment} "
+                      f"(last archived {now.last_archived_wal}); it reaches {store.url}", segment=segment)
+            return
+        time.sleep(POLL_S)
+
+
+def _check_archived_so_far(status: backup_api.ArchiverStatus, store) -> None:
+    """Without a segment switch: the archiver does not fail, and the last segment it stored is in the repository."""
+    if status.failing or (status.last_archived_wal and not store.exists(wal_key(status.last_archived_wal))):
+        raise _not_archived(status.last_archived_wal or "?", store, status, "(the last one archived)",
+                            "nothing was read")
+    logs.warning("archiving_unchecked", "this role may not run pg_switch_wal(): whether WAL written now reaches "
+                 f"{store.url} is checked only at the end of the backup ({status.describe()}); GRANT EXECUTE ON "
+                 "FUNCTION pg_switch_wal() to it for the check before the backup")
+
+
+def _wait_for_stop_segment(conn, store, segment: str) -> None:
+    """Until the segment that ends the backup is in the repository, as long as the archiver gets on.
+
+    Fails once archive_command keeps failing (_archiver_stuck: PostgreSQL would
+    wait forever), or when the archiver archived nothing for WAL_WAIT_S; as long
+    as it makes progress (a backlog draining) the wait goes on. A log line every
+    STILL_WAITING_EVERY_S shows what PostgreSQL says meanwhile.
+    """
+    began = time.monotonic()
+    first = backup_api.archiver_status(conn)
+    progress_at, archived = began, first.archived_count
+    next_note = began + STILL_WAITING_EVERY_S
+    while not store.exists(wal_key(segment)):
+        now_status = backup_api.archiver_status(conn)
+        now = time.monotonic()
+        if now_status.archived_count != archived:
+            progress_at, archived = now, now_status.archived_count
+        waited = f"after {now - began:.0f} s"
+        if _archiver_stuck(first, now_status):
+            raise _not_archived(segment, store, now_status, waited, "the backup is not marked complete")
+        if now - progress_at > WAL_WAIT_S:
+            raise _not_archived(segment, store, now_status, f"{waited}, {WAL_WAIT_S:.0f} s without progress",
+                                "the backup is not marked complete")
+        if now >= next_note:
+            logs.info("backup_waiting", f"still waiting for {segment}, which ends the backup, to reach {store.url} "
+                      f"({now - began:.0f} s; {now_status.describe()})", segment=segment)
+            next_note = now + STILL_WAITING_EVERY_S
+        time.sleep(POLL_S)
+
+
+def _archiver_stuck(before: backup_api.ArchiverStatus, now: backup_api.ArchiverStatus) -> bool:
+    """archive_command keeps failing: ARCHIVER_RETRIES failures in a row since `before`, or failing then and again.
+
+    wal-push already retries a failing store for s3_retry_timeout before it fails,
+    so a failure it reports is not a hiccup to wait out.
+    """
+    if not now.failing:
+        return False
+    new_failures = now.failed_count - before.failed_count
+    return new_failures >= ARCHIVER_RETRIES or (before.failing and new_failures > 0)
+
+
+def _not_archived(segment: str, store, status: backup_api.ArchiverStatus, when: str, outcome: str) -> WalshipError:
+    why = "archive_command is failing" if status.failing else "the archiver stores nothing there"
+    return WalshipError(f"WAL segment {segment} did not reach {store.url} {when}: {why} "
+                        f"({status.describe()}); {outcome}",
+                        "fix archive_command (it must run `walship wal-push %p` for this repository; the PostgreSQL "
+                        "log says why it fails), then run backup-push again")
 
 
 def _utc(epoch: float, fmt: str) -> str:
@@ -149,6 +305,13 @@ def _archive_from_primary(store, segment: str, primary: str | None, facts: backu
         logs.info("backup_waiting", f"waiting for the primary to archive {segment}, which ends the backup "
                   "(at its archive_timeout; pass --primary to have walship switch segments there)", segment=segment)
         return
+    with _primary_connection(primary, facts) as conn:
+        backup_api.switch_wal(conn)
+
+
+@contextmanager
+def _primary_connection(primary: str, facts: backup_api.ServerFacts) -> Iterator:
+    """A connection to --primary, once it is known to be the primary of this standby."""
     with connect(primary, application_name="walship backup-push (standby backup)") as conn:
         on_primary = backup_api.server_facts(conn)
         if on_primary.system_identifier != facts.system_identifier or on_primary.in_recovery:
@@ -156,7 +319,7 @@ def _archive_from_primary(store, segment: str, primary: str | None, facts: backu
                                f"(system identifier {on_primary.system_identifier}, "
                                f"{'in recovery' if on_primary.in_recovery else 'primary'})",
                                "pass the conninfo of the server this standby replicates from")
-        backup_api.switch_wal(conn)
+        yield conn
 
 
 def _wait_archived(store, segments: list[str], at_archive_timeout: bool) -> None:
@@ -193,8 +356,10 @@ def _remove_unfinished(store, name: str) -> None:
 class _Uploader:
     """Uploads parts in parallel, at most backup_concurrency in flight."""
 
-    def __init__(self, store, name: str, settings, bar):
+    def __init__(self, store, name: str, settings, bar,
+                 inspect: Callable[[str, str, int, int], tarstream.Reader | None] | None = None):
         self.store = store
+        self.inspect = inspect              # sees every file's blocks as they are read (page checksums)
         self.name = name
         self.codec = settings.compression
         self.level = settings.compression_level
@@ -214,7 +379,8 @@ class _Uploader:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
                             future.result()
-                    pending.add(pool.submit(self._upload, number, partial(tarstream.tar_chunks, plan)))
+                    pending.add(pool.submit(self._upload, number,
+                                            partial(tarstream.tar_chunks, plan, inspect=self.inspect)))
                     count = number + 1
                 for future in pending:
                     future.result()

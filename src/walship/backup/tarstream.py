@@ -16,7 +16,7 @@ import hashlib
 import os
 import tarfile
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
 from walship.backup.manifest import ManifestEntry
 from walship.backup.walk import Entry
@@ -39,6 +39,14 @@ def header(name: str, kind: str, mode: int, mtime: float, size: int = 0, target:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
+class Reader(Protocol):
+    """Sees a member's content block by block, in order, while it is read."""
+
+    def feed(self, block: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Slice:
     """Bytes [offset, offset + length) of a file larger than a part, stored as a member of its own."""
@@ -47,11 +55,14 @@ class Slice:
     length: int
 
 
-def tar_chunks(items: Iterable[Entry | Slice], record: Callable[[ManifestEntry], None]) -> Iterator[bytes]:
+def tar_chunks(items: Iterable[Entry | Slice], record: Callable[[ManifestEntry], None],
+               inspect: Callable[[str, str, int, int], Reader | None] | None = None) -> Iterator[bytes]:
     """The tar stream of a part's items; record() gets each member's manifest entry.
 
     Headers and small files are gathered into chunks of about CHUNK bytes; the
     blocks of larger files are handed on as they are read, without a copy.
+    inspect(name, path, fd, offset), when given, may return a Reader that sees every
+    block of the member as it is read (backup-push verifies page checksums so).
     """
     buf = bytearray()
     for item in items:
@@ -70,8 +81,11 @@ def tar_chunks(items: Iterable[Entry | Slice], record: Callable[[ManifestEntry],
                 start, length = 0, os.fstat(fd).st_size
             buf += header(entry.name, "file", entry.mode, entry.mtime, length)
             digest = hashlib.sha256()
+            reader = inspect(entry.name, entry.path, fd, start) if inspect is not None and fd is not None else None
             for block in _content(fd, start, length):
                 digest.update(block)
+                if reader is not None:
+                    reader.feed(block)
                 if len(block) >= DIRECT:
                     if buf:
                         yield bytes(buf)
@@ -83,6 +97,8 @@ def tar_chunks(items: Iterable[Entry | Slice], record: Callable[[ManifestEntry],
                         yield bytes(buf)
                         buf.clear()
             buf += bytes(-length % _BLOCK)
+            if reader is not None:
+                reader.close()
         finally:
             if fd is not None:
                 os.close(fd)

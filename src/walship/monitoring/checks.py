@@ -29,12 +29,20 @@ def check_backup(backups, repo: str, warning_s: float, critical_s: float, now: f
     state = CRITICAL if age >= critical_s else WARNING if age >= warning_s else OK
     limit = {CRITICAL: f" (critical at {format_age(critical_s)})",
              WARNING: f" (warning at {format_age(warning_s)})", OK: ""}[state]
-    text = (f"newest base backup {newest.name} finished {format_age(age)} ago{limit} at {_utc(newest.stop_time)}, "
+    checked_pages = getattr(newest, "page_checksum_failures", None)    # None: not verified
+    bad_pages = checked_pages or 0
+    if bad_pages:
+        state = worst(state, WARNING)
+    text = (f"{_count(bad_pages, 'page')} with a wrong checksum in the newest base backup (stored as found: "
+            "check the disk and run pg_checksums or pg_amcheck); " if bad_pages else "") + (
+            f"newest base backup {newest.name} finished {format_age(age)} ago{limit} at {_utc(newest.stop_time)}, "
             f"{format_bytes(newest.size)} (stored {format_bytes(newest.stored_size)}) in "
             f"{format_age(newest.duration_s)}; {_count(len(backups), 'backup')}")
     perf = [Perf("age", round(age), "s", warning_s, critical_s), Perf("size", newest.size, "B"),
             Perf("stored", newest.stored_size, "B"), Perf("duration", round(newest.duration_s, 1), "s"),
             Perf("backups", len(backups))]
+    if checked_pages is not None:
+        perf.append(Perf("bad_pages", bad_pages, "", 1))
     return CheckResult(state, text, perf)
 
 

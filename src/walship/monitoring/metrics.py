@@ -18,6 +18,7 @@ METRICS = {
     "walship_last_backup_size_bytes": ("gauge", "Data directory bytes read by the last successful base backup."),
     "walship_last_backup_stored_bytes": ("gauge", "Bytes stored in the repository by the last successful backup."),
     "walship_last_backup_duration_seconds": ("gauge", "Duration of the last successful base backup."),
+    "walship_last_backup_bad_pages": ("gauge", "Pages with a wrong checksum read by the last successful backup."),
     "walship_last_backup_failure_timestamp_seconds": ("gauge", "Time of the last failed base backup."),
     "walship_backup_failures_total": ("counter", "Failed base backups since the metrics file was created."),
     "walship_last_archived_timestamp_seconds": ("gauge", "Time the last WAL file was archived."),

@@ -20,7 +20,7 @@ import time
 
 from walship import logs
 from walship.archive import spool
-from walship.monitoring.plugin import CRITICAL, OK, CheckResult, Perf, format_age, format_bytes
+from walship.monitoring.plugin import CRITICAL, OK, WARNING, CheckResult, Perf, format_age, format_bytes
 
 LAST_OK_REPORT = "last_ok_report"
 RETRY_UNSENT_OK_S = 60.0
@@ -151,8 +151,16 @@ def backup_result(ok: bool, backup, error, duration_s: float | None) -> CheckRes
         after = f" after {format_age(duration)}" if duration else ""
         return CheckResult(CRITICAL, f"base backup failed{after}: {_one_line(error)}", perf)
     perf += [Perf("size", backup.size, "B"), Perf("stored", backup.stored_size, "B")]
-    return CheckResult(OK, f"base backup {backup.name} pushed: {format_bytes(backup.size)} "
-                           f"(stored {format_bytes(backup.stored_size)}) in {format_age(duration or 0)}", perf)
+    text = (f"base backup {backup.name} pushed: {format_bytes(backup.size)} "
+            f"(stored {format_bytes(backup.stored_size)}) in {format_age(duration or 0)}")
+    bad_pages = getattr(backup, "page_checksum_failures", None)
+    if bad_pages is not None:
+        perf.append(Perf("bad_pages", bad_pages, "", 1))
+    if bad_pages:
+        return CheckResult(WARNING, f"{text}, with {bad_pages} page{'s' if bad_pages != 1 else ''} whose checksum "
+                                    "was wrong (stored as found; backup-push's warnings name the files: check "
+                                    "the disk and run pg_checksums or pg_amcheck)", perf)
+    return CheckResult(OK, text, perf)
 
 
 def _backup_metrics(path: str, ok: bool, backup, duration_s: float | None) -> None:
@@ -164,6 +172,9 @@ def _backup_metrics(path: str, ok: bool, backup, duration_s: float | None) -> No
             "walship_last_backup_stored_bytes": backup.stored_size,
             "walship_last_backup_duration_seconds": round(duration_s or backup.duration_s, 3),
         }
+        bad_pages = getattr(backup, "page_checksum_failures", None)
+        if bad_pages is not None:
+            values["walship_last_backup_bad_pages"] = bad_pages
         metrics.update(path, values, counters=("walship_backup_failures_total",))
     else:
         metrics.update(path, {"walship_last_backup_failure_timestamp_seconds": round(time.time(), 3)},

@@ -105,6 +105,9 @@ def render_text(status: dict) -> str:
         for b in backups:
             lines.append(f"  {b['name']:<{width}} {utc(b['stop_time']):<24} {format_bytes(b['size']):>10} "
                          f"{format_bytes(b['stored_size']):>10} {format_age(b['duration_s']):>7}  {b['start_wal']}")
+            if b.get("page_checksum_failures"):
+                lines.append(f"    WARNING: {b['page_checksum_failures']} pages with a wrong checksum when it "
+                             "was taken (stored as found; backup-push's warnings name the files)")
     else:
         lines.append("base backups: NONE (take one: walship backup-push $PGDATA)")
     wal = status["wal"]

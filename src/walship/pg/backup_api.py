@@ -13,6 +13,7 @@ with exclusive => false.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from walship.errors import PostgresError
@@ -67,13 +68,19 @@ def start_backup(conn, version: int, label: str) -> BackupStart:
 
 
 def stop_backup(conn, version: int) -> BackupStop:
-    """Leave backup mode; PostgreSQL waits until the segment holding the stop point is archived."""
+    """Leave backup mode without waiting for archiving.
+
+    PostgreSQL's own wait (wait_for_archive => true) never ends while archiving
+    fails, silently; backup-push waits for the stop segment in the repository
+    itself, bounded, showing the archiver's state. On a primary PostgreSQL still
+    writes the backup end record and switches to a new segment either way.
+    """
     try:
         if version >= PG15:
             row = conn.execute("SELECT lsn::text, labelfile, spcmapfile "
-                               "FROM pg_backup_stop(wait_for_archive => true)").fetchone()
+                               "FROM pg_backup_stop(wait_for_archive => false)").fetchone()
         else:
-            row = conn.execute("SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, true)").fetchone()
+            row = conn.execute("SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)").fetchone()
     except Exception as exc:
         raise PostgresError(f"PostgreSQL failed to stop the backup: {_first_line(exc)}") from None
     return BackupStop(row[0], row[1], row[2] or "")
@@ -87,14 +94,84 @@ def next_xid(conn, version: int) -> int:
     return int(conn.execute("SELECT txid_snapshot_xmax(txid_current_snapshot())::text").fetchone()[0])
 
 
-def switch_wal(conn) -> None:
-    """Complete the current WAL segment (on a primary) so that the archiver takes it now."""
+def switch_wal(conn) -> str:
+    """Complete the current WAL segment (on a primary) so that the archiver takes it now; its name.
+
+    On a server that wrote nothing since the last switch, pg_switch_wal does
+    nothing: the name is then that of the last segment completed.
+    """
     try:
-        conn.execute("SELECT pg_switch_wal()")
+        return conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
     except Exception as exc:
         raise PostgresError(f"the primary refused pg_switch_wal(): {_first_line(exc)}",
                             "connect to the primary as a superuser or a role granted EXECUTE on "
                             "pg_switch_wal") from None
+
+
+def write_wal_record(conn) -> bool:
+    """One small WAL record (a logical message), so that the next switch completes a new segment.
+
+    False when the role may not (pg_logical_emit_message); the switch then
+    names the last segment completed, which proves less but still something.
+    """
+    try:
+        conn.execute("SELECT pg_logical_emit_message(false, 'walship', 'backup-push archiving check')")
+        return True
+    except Exception:
+        return False
+
+
+@dataclass(frozen=True)
+class ArchiverStatus:
+    """archive_mode and pg_stat_archiver, as PostgreSQL shows its archiving."""
+    archive_mode: str
+    archived_count: int
+    last_archived_wal: str | None
+    last_archived_time: float | None
+    failed_count: int
+    last_failed_wal: str | None
+    last_failed_time: float | None
+
+    @property
+    def failing(self) -> bool:
+        """The archiver's latest event is a failure."""
+        if self.last_failed_time is None:
+            return False
+        return self.last_archived_time is None or self.last_failed_time > self.last_archived_time
+
+    def describe(self) -> str:
+        """PostgreSQL's view in a few words, for a log line or an error."""
+        last = f"last archived {self.last_archived_wal}" if self.last_archived_wal else "nothing archived yet"
+        if not self.failed_count:
+            return f"pg_stat_archiver: {last}, no failure"
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(self.last_failed_time or 0))
+        return (f"pg_stat_archiver: {last}, last failure on {self.last_failed_wal} at {when}, "
+                f"{self.failed_count} failure{'s' if self.failed_count != 1 else ''} since stats reset")
+
+
+def archiver_status(conn) -> ArchiverStatus:
+    row = conn.execute(
+        "SELECT current_setting('archive_mode'), archived_count, last_archived_wal,"
+        "       extract(epoch FROM last_archived_time)::float8, failed_count, last_failed_wal,"
+        "       extract(epoch FROM last_failed_time)::float8"
+        "  FROM pg_stat_archiver").fetchone()
+    return ArchiverStatus(*row)
+
+
+@dataclass(frozen=True)
+class PageLayout:
+    """What verifying page checksums needs: on only when the cluster has data checksums."""
+    data_checksums: bool
+    block_size: int
+    blocks_per_segment: int      # of a relation file segment (<relfilenode>.N), 131072 for 1 GiB
+
+
+def page_layout(conn) -> PageLayout:
+    row = conn.execute(
+        "SELECT current_setting('data_checksums') = 'on', current_setting('block_size')::int,"
+        "       (pg_size_bytes(current_setting('segment_size')) / current_setting('block_size')::int)::int"
+        ).fetchone()
+    return PageLayout(*row)
 
 
 _LABEL_START = re.compile(r"^START WAL LOCATION: (\S+) \(file ([0-9A-F]{24})\)$", re.M)

@@ -31,7 +31,8 @@ def run(command: str, args, settings, store_factory) -> int:
     report = {"repository": store.url, "backups": [], "wal": {}, "ok": True}
     for backup in chosen:
         problems, facts = backup_check.check(store, backup, keyring, settings.backup_concurrency)
-        report["backups"].append({"name": backup.name, "source": backup.source, "problems": problems, **facts})
+        report["backups"].append({"name": backup.name, "source": backup.source, "problems": problems,
+                                  "page_checksum_failures": backup.page_checksum_failures, **facts})
         report["ok"] &= not problems
     problems, facts = wal.check(store, every, keyring, args.quick, chosen=chosen)
     report["wal"] = {"problems": problems, **facts}
@@ -52,6 +53,8 @@ def render(report: dict) -> str:
         state = "OK" if not b["problems"] else "FAILED"
         what = f"{b.get('files', 0)} files, {b.get('bytes', 0)} bytes checked" if b.get("checked") else \
             b.get("note", "")
+        if b.get("page_checksum_failures"):      # stored as found: restorable, but those pages were bad
+            what += f"; {b['page_checksum_failures']} pages had a wrong checksum when it was taken"
         lines.append(f"backup {b['name']}: {state} ({what})")
         lines += [f"  - {p}" for p in b["problems"]]
     w = report["wal"]
