@@ -68,6 +68,7 @@ class _StartedBackup(Exception):
 def pushing_to_a_server_of(monkeypatch, tmp_path):
     """backup-push against a server whose server_version_num is given; returns (push, the repository root)."""
     from walship.backup import push as push_module
+    from walship.backup.lock import RepositoryLock
     from walship.config import Settings
     from walship.pg import backup_api
     from walship.storage import open_store
@@ -86,8 +87,12 @@ def pushing_to_a_server_of(monkeypatch, tmp_path):
         monkeypatch.setattr(push_module, "connect", lambda *a, **kw: _Connection())
         monkeypatch.setattr(backup_api, "server_facts", lambda conn: facts)
         monkeypatch.setattr(backup_api, "start_backup", start_backup)
+        monkeypatch.setattr(push_module, "_check_archiving", lambda *a: None)      # no server to switch WAL on
+        monkeypatch.setattr(push_module, "_page_check_wanted", lambda *a: None)
         s = Settings(**settings)
-        push_module.backup_push(str(pgdata), s, open_store(f"file://{repo}", s), progress_mode="none")
+        store = open_store(f"file://{repo}", s)
+        push_module.backup_push(str(pgdata), s, store, lock=lambda: RepositoryLock(store, "backup-push"),
+                                progress_mode="none")
     return push, repo
 
 
