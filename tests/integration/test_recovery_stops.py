@@ -1,0 +1,120 @@
+"""A restore either reaches the end of the archive or stops before it looks finished: never a promotion at a gap.
+
+Each test restores as an operator does (backup-fetch, its restore_command with --repo/--config, the server
+started with a service's environment), makes one thing fail, and checks that the server stopped recovery
+instead of promoting; then it fixes that one thing, starts the server again and gets every row.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from tests.support import pg
+from tests.support.restore import (archive_after_backup, assert_not_promoted, backup_fetch, restore_command,
+                                   start_and_check_every_row, wait_recovery_stopped, write_config)
+
+STOPPED = "stopping recovery"
+
+
+def _file_repo(scratch):
+    path = pg.make_dir(scratch, "repo", 0o755)
+    return path, f"file://{path}"
+
+
+def test_a_segment_missing_in_the_middle_stops_recovery_and_names_the_gap(cluster_factory, scratch):
+    repo_dir, repo = _file_repo(scratch)
+    archived = archive_after_backup(cluster_factory, repo)
+    restored = backup_fetch(cluster_factory, "restored", {"WALSHIP_REPO": repo})
+    assert f"--repo {repo}" in restore_command(restored)
+    middle = archived.segments[2]
+    aside = scratch / middle
+    shutil.move(repo_dir / "wal" / middle, aside)
+
+    log = wait_recovery_stopped(restored)
+    assert f"{middle} is missing from the archive" in log and archived.segments[3] in log, log
+    assert STOPPED in log
+    assert_not_promoted(restored, repo_dir)
+
+    shutil.move(aside, repo_dir / "wal" / middle)       # the segment is found again
+    start_and_check_every_row(restored, archived)
+
+
+def test_a_destination_wal_fetch_cannot_write_stops_recovery(cluster_factory, scratch):
+    repo_dir, repo = _file_repo(scratch)
+    archived = archive_after_backup(cluster_factory, repo, batches=3)
+    restored = backup_fetch(cluster_factory, "restored", {"WALSHIP_REPO": repo})
+    good = restore_command(restored)
+    restored.configure(f"restore_command = '{good.replace('%p', '/no/such/dir/%f')}'")
+
+    log = wait_recovery_stopped(restored)
+    assert "cannot write /no/such/dir/" in log and STOPPED in log, log
+    assert_not_promoted(restored, repo_dir)
+
+    restored.configure(f"restore_command = '{good}'")
+    start_and_check_every_row(restored, archived)
+
+
+def test_a_failing_encryption_key_command_stops_recovery(cluster_factory, scratch):
+    repo_dir, repo = _file_repo(scratch)
+    key_file = scratch / "key"
+    write_config(key_file, subprocess.run([pg.WALSHIP, "keygen"], capture_output=True, text=True,
+                                          check=True).stdout)
+    archived = archive_after_backup(cluster_factory, repo, batches=3,
+                                    env={"WALSHIP_ENCRYPTION_KEY_FILE": str(key_file)})
+    vault_down = scratch / "vault-down"
+    config = write_config(scratch / "restore.toml",
+                          f'repo = "{repo}"\n'
+                          f"encryption_key_command = \"test ! -e {vault_down} && cat {key_file}\"\n")
+    restored = backup_fetch(cluster_factory, "restored", {}, "--config", str(config))
+    assert f"--config {config}" in restore_command(restored)
+
+    vault_down.touch()                                   # the key service is unavailable for a while
+    log = wait_recovery_stopped(restored)
+    assert "the encryption key command failed" in log and STOPPED in log, log
+    assert_not_promoted(restored, repo_dir)
+
+    vault_down.unlink()
+    start_and_check_every_row(restored, archived)
+
+
+def test_an_invalid_config_file_stops_recovery(cluster_factory, scratch):
+    repo_dir, repo = _file_repo(scratch)
+    archived = archive_after_backup(cluster_factory, repo, batches=3)
+    good = f'repo = "{repo}"\nfetch_prefetch = 4\n'
+    config = write_config(scratch / "restore.toml", good)
+    restored = backup_fetch(cluster_factory, "restored", {}, "--config", str(config))
+
+    config.write_text(good + "[s3\n")                   # an edit half done
+    log = wait_recovery_stopped(restored)
+    assert f"config file {config} is not valid TOML" in log and STOPPED in log, log
+    assert_not_promoted(restored, repo_dir)
+
+    config.write_text(good)
+    start_and_check_every_row(restored, archived)
+
+
+def test_an_unmounted_file_repository_stops_recovery(cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=0755", "tmpfs", str(repo_dir)], check=True)
+    try:
+        pg.chown_postgres(repo_dir)
+        repo = f"file://{repo_dir}"
+        archived = archive_after_backup(cluster_factory, repo, batches=3)
+        restored = backup_fetch(cluster_factory, "restored", {"WALSHIP_REPO": repo})
+        kept = scratch / "repo-copy"
+        shutil.copytree(repo_dir, kept, symlinks=True)
+    finally:
+        subprocess.run(["umount", str(repo_dir)], check=True)   # the mount is gone: an empty directory
+
+    log = wait_recovery_stopped(restored)
+    assert f"file://{repo_dir} is not a walship repository" in log and STOPPED in log, log
+    assert_not_promoted(restored)
+
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=0755", "tmpfs", str(repo_dir)], check=True)
+    try:
+        subprocess.run(["cp", "-a", f"{kept}/.", str(repo_dir)], check=True)
+        start_and_check_every_row(restored, archived)
+    finally:
+        restored.stop("immediate")
+        subprocess.run(["umount", str(repo_dir)], check=False)
