@@ -169,8 +169,8 @@ def check_end_of_archive(store: Store, name: str, keyring=None) -> None:
         later = (name_of(info.key) for info in store.list(prefix, start_after=start_after))
         after = wal_after(name, later, history, segment_size)
         if after is not None:
-            raise WalGap(f"{name} is missing from the archive {store.url}, but WAL recovery needs after it is "
-                         f"stored ({after}): ending recovery here would lose it",
+            raise WalGap(f"{name} is missing from the archive {store.url}, and WAL that recovery reaches only "
+                         f"through it is stored ({after}): ending recovery at the gap would lose it",
                          f"restore {name} into the archive (from pg_wal of the origin server or a copy), or "
                          "end recovery before it with a recovery target; then start the server again")
 
