@@ -340,13 +340,21 @@ def run_prefetcher(name: str, pdir: str, segment_size: int, settings, store_fact
 def notice_end_of_restored_copy(name: str, dest_path: str) -> None:
     """At the end of recovery of a server backup-fetch restored as a copy, say what becomes of its WAL.
 
-    PostgreSQL asks for timeline history files twice: at startup, before any segment was restored,
-    and after replay, to choose the new timeline. Only then does pg_wal hold RECOVERYXLOG, the last
-    segment restored from the archive (PostgreSQL removes it once the new timeline is set up)."""
+    PostgreSQL probes for the history files of the timelines after its own twice: at startup, when
+    pg_wal of a restored backup holds no segment yet, and after replay, to choose the new timeline,
+    when it holds the segments it restored (kept under their own names). The history file of a
+    timeline those segments are on (the parent's, which PostgreSQL copies into the new timeline's
+    history) is asked for then too, and is not the probe. A recovery started again after it was
+    stopped has segments in pg_wal at startup too, and says it once more then."""
     from walship.pg.walnames import HISTORY_RE
     if not HISTORY_RE.match(name):
         return
-    if not os.path.exists(os.path.join(os.path.dirname(os.path.abspath(dest_path)), "RECOVERYXLOG")):
+    try:
+        replayed = [int(entry[:8], 16) for entry in os.listdir(os.path.dirname(os.path.abspath(dest_path)))
+                    if is_segment(entry)]
+    except OSError:
+        return
+    if not replayed or int(name[:8], 16) <= max(replayed):
         return
     from walship.pg.restored import COPY, read_restore_marker
     marker = read_restore_marker(".")
