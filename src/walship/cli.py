@@ -12,13 +12,14 @@ EXIT_CODES_HELP = """\
 exit codes:
   0    success
   1    failure (wal-push: PostgreSQL retries the segment; wal-fetch: the file is
-       not in the archive, which is normal at the end of recovery)
+       not in the archive and nothing after it is: the real end of recovery)
   2    bad command line or configuration
   3    the repository is unreachable or refused access
   4    integrity: corrupt object, checksum mismatch, or an archived file exists
        with different content
-  126  wal-fetch during archive recovery when the repository fails: PostgreSQL
-       stops recovery instead of ending it early at the wrong point
+  126  wal-fetch during archive recovery, any failure but the real end of the
+       archive (a gap, a wrong segment, destination, configuration, key, store):
+       PostgreSQL stops recovery instead of ending it at the wrong point
   check commands: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios plugin API)
 """
 
