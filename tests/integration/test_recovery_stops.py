@@ -118,3 +118,26 @@ def test_an_unmounted_file_repository_stops_recovery(cluster_factory, scratch):
     finally:
         restored.stop("immediate")
         subprocess.run(["umount", str(repo_dir)], check=False)
+
+
+def test_pg_wal_full_for_a_moment_stops_recovery(cluster_factory, scratch):
+    repo_dir, repo = _file_repo(scratch)
+    archived = archive_after_backup(cluster_factory, repo, batches=5)
+    restored = backup_fetch(cluster_factory, "restored", {"WALSHIP_REPO": repo})
+    pg_wal = restored.datadir / "pg_wal"
+    kept = scratch / "pg_wal-before"
+    subprocess.run(["cp", "-a", str(pg_wal), str(kept)], check=True)
+    # room for two 16 MiB segments: replay fills it before the archive ends
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", str(pg_wal)], check=True)
+    try:
+        subprocess.run(["cp", "-a", f"{kept}/.", str(pg_wal)], check=True)
+        pg.chown_postgres(pg_wal)
+        log = wait_recovery_stopped(restored)
+        assert "No space left on device" in log and STOPPED in log, log
+        assert_not_promoted(restored, repo_dir)
+
+        subprocess.run(["mount", "-o", "remount,size=1g", str(pg_wal)], check=True)     # space again
+        start_and_check_every_row(restored, archived)
+    finally:
+        restored.stop("immediate")
+        subprocess.run(["umount", "-l", str(pg_wal)], check=False)
