@@ -13,15 +13,18 @@ from walship.pg.restored import COPY, RESTORE_MARKER, write_restore_marker
 
 def _recover(primary: pg.Cluster, cluster_factory, scratch, repo_env: dict) -> pg.Cluster:
     """A pg_basebackup copy set up for archive recovery as a service runs it: the repository is named in
-    restore_command (--repo, and --config for the S3 endpoint), never in the server's environment."""
+    restore_command (--repo, and --config for the other settings: S3 endpoint, key file), never in the
+    server's environment."""
     service_env = {k: v for k, v in repo_env.items() if not k.startswith("WALSHIP_")}   # AWS_* only
     restored = cluster_factory(primary.version, name="restored", env=service_env)
     pg.run_as_postgres([str(primary.bin / "pg_basebackup"), "-h", str(primary.sockdir), "-p", str(primary.port),
                         "-U", "postgres", "-D", str(restored.datadir), "-X", "none", "-c", "fast"],
                        env=primary.env)
     command = f"{pg.WALSHIP} wal-fetch %f %p --repo {repo_env['WALSHIP_REPO']}"
-    if "WALSHIP_S3_ENDPOINT" in repo_env:
-        config = write_config(scratch / "restore.toml", f'[s3]\nendpoint = "{repo_env["WALSHIP_S3_ENDPOINT"]}"\n')
+    settings = {k[len("WALSHIP_"):].lower(): v for k, v in repo_env.items()
+                if k.startswith("WALSHIP_") and k != "WALSHIP_REPO"}
+    if settings:
+        config = write_config(scratch / "restore.toml", "".join(f'{k} = "{v}"\n' for k, v in settings.items()))
         command += f" --config {config}"
     restored.configure(
         f"port = {restored.port}\nunix_socket_directories = '{restored.sockdir}'\n"

@@ -76,8 +76,8 @@ def check_served_segment(data: bytes, name: str, pgdata: str = ".") -> None:
     from walship.pg import walheader
 
     size = len(data)
-    if size < (1 << 20) or size & (size - 1):
-        raise IntegrityError(f"archived {name} is {size} bytes, not a WAL segment size (a power of 2 from 1 MiB)",
+    if size == 0 or size & (size - 1):
+        raise IntegrityError(f"archived {name} is {size} bytes, not a WAL segment size (a power of 2)",
                              "the archived object is damaged; restore it from a copy, or end recovery before it "
                              "with a recovery target")
     seg = Segment.parse(name, size)
