@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from walship.errors import WalshipError   # a plain module with no imports: free on every path
+
 EXIT_CODES_HELP = """\
 exit codes:
   0    success
@@ -214,7 +216,7 @@ def _execute(command: str, args) -> int:
         return _wal_fetch_exit_code(None)
 
 
-def _wal_fetch_exit_code(exc) -> int:
+def _wal_fetch_exit_code(exc: WalshipError | None) -> int:
     """restore_command's exit code for a wal-fetch that did not serve its file.
 
     PostgreSQL reads any exit below 126 during archive recovery as "not in the archive" and ends

@@ -25,6 +25,8 @@ import fcntl
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from walship import codec, logs
 from walship.archive.spool import PREFETCH_NAME
@@ -34,6 +36,10 @@ from walship.pg.walnames import (DEFAULT_SEGMENT_SIZE, PARTIAL_RE, Segment, chec
                                  parse_history)
 from walship.storage import ObjectNotFound, Store
 from walship.streams import process_running
+
+if TYPE_CHECKING:
+    from walship.config import Settings
+    from walship.crypto import Keyring
 
 _LOCK = ".lock"
 
@@ -103,7 +109,8 @@ def prefetch_directory(dest_path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(dest_path)), PREFETCH_NAME)
 
 
-def wal_fetch(name: str, dest_path: str, settings, store_factory, config_path: str | None = None) -> str:
+def wal_fetch(name: str, dest_path: str, settings: "Settings", store_factory: Callable[[], Store],
+              config_path: str | None = None) -> str:
     """Put archived `name` at dest_path. Returns 'prefetched' or 'downloaded'.
 
     NotInArchive only at the real end of the archive; a gap raises WalGap (see the module docstring)."""
@@ -140,7 +147,7 @@ def wal_fetch(name: str, dest_path: str, settings, store_factory, config_path: s
     return source
 
 
-def check_end_of_archive(store: Store, name: str, keyring=None) -> None:
+def check_end_of_archive(store: Store, name: str, keyring: "Keyring | None" = None) -> None:
     """`name` is not stored: return only if that is the end of what recovery can read, else raise.
 
     NotARepository for a location that holds nothing (an unmounted file system, a wrong URL);
@@ -175,7 +182,8 @@ def check_end_of_archive(store: Store, name: str, keyring=None) -> None:
                          "end recovery before it with a recovery target; then start the server again")
 
 
-def wal_after(missing: str, later_names, history, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str | None:
+def wal_after(missing: str, later_names: Iterable[str], history: Callable[[int], str | None],
+              segment_size: int = DEFAULT_SEGMENT_SIZE) -> str | None:
     """What stored WAL recovery must reach through the missing segment, described; None at the real end.
 
     later_names: the WAL file names stored after `missing`, in name order (one listing); history(tli):
@@ -237,7 +245,8 @@ _PASSED_ON_FLAGS = (("repo", "--repo"), ("fetch_prefetch", "--prefetch"), ("log_
                     ("log_destination", "--log-destination"), ("syslog_program", "--syslog-program"))
 
 
-def prefetcher_command(name: str, pdir: str, segment_size: int, settings, config_path: str | None) -> list[str]:
+def prefetcher_command(name: str, pdir: str, segment_size: int, settings: "Settings",
+                       config_path: str | None) -> list[str]:
     """The wal-prefetch command line: the same repository, config file and command-line settings as the
     wal-fetch that starts it (restore_command carries --repo and --config; the server's environment
     has no WALSHIP_REPO)."""
@@ -250,7 +259,8 @@ def prefetcher_command(name: str, pdir: str, segment_size: int, settings, config
     return cmd
 
 
-def _start_prefetcher(name: str, pdir: str, segment_size: int, settings, config_path: str | None) -> None:
+def _start_prefetcher(name: str, pdir: str, segment_size: int, settings: "Settings",
+                      config_path: str | None) -> None:
     os.makedirs(pdir, mode=0o700, exist_ok=True)
     _drop_older(pdir, name)
     wanted = _wanted(name, segment_size, settings.fetch_prefetch)
