@@ -13,6 +13,7 @@ import subprocess
 from tests.support import pg
 from tests.support.restore import (archive_after_backup, assert_not_promoted, backup_fetch, restore_command,
                                    start_and_check_every_row, wait_recovery_stopped, write_config)
+from walship import codec
 
 STOPPED = "stopping recovery"
 
@@ -141,3 +142,23 @@ def test_pg_wal_full_for_a_moment_stops_recovery(cluster_factory, scratch):
     finally:
         restored.stop("immediate")
         subprocess.run(["umount", "-l", str(pg_wal)], check=False)
+
+
+def test_another_clusters_segment_under_an_archived_name_stops_recovery(cluster_factory, scratch):
+    repo_dir, repo = _file_repo(scratch)
+    archived = archive_after_backup(cluster_factory, repo, batches=3)
+    restored = backup_fetch(cluster_factory, "restored", {"WALSHIP_REPO": repo})
+    # the same name, the same LSN, another cluster's system identifier (bytes 24-31 of the long page header)
+    name = archived.segments[1]
+    obj = repo_dir / "wal" / name
+    original = obj.read_bytes()
+    wal = bytearray(codec.unpack(original, name))
+    wal[24:32] = (int.from_bytes(wal[24:32], "little") ^ 0x5A5A).to_bytes(8, "little")
+    obj.write_bytes(codec.pack(bytes(wal), "zstd"))
+
+    log = wait_recovery_stopped(restored)
+    assert f"WAL file {name} belongs to the cluster with system identifier" in log and STOPPED in log, log
+    assert_not_promoted(restored, repo_dir)
+
+    obj.write_bytes(original)
+    start_and_check_every_row(restored, archived)
