@@ -9,17 +9,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from walship.errors import WalshipError   # a plain module with no imports: free on every path
+
 EXIT_CODES_HELP = """\
 exit codes:
   0    success
   1    failure (wal-push: PostgreSQL retries the segment; wal-fetch: the file is
-       not in the archive, which is normal at the end of recovery)
+       not in the archive and nothing after it is: the real end of recovery)
   2    bad command line or configuration
   3    the repository is unreachable or refused access
   4    integrity: corrupt object, checksum mismatch, or an archived file exists
        with different content
-  126  wal-fetch during archive recovery when the repository fails: PostgreSQL
-       stops recovery instead of ending it early at the wrong point
+  126  wal-fetch during archive recovery, any failure but the real end of the
+       archive (a gap, a wrong segment, destination, configuration, key, store):
+       PostgreSQL stops recovery instead of ending it at the wrong point
   check commands: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios plugin API)
 """
 
@@ -125,6 +128,7 @@ def _parser():
     p.add_argument("wal_name")
     p.add_argument("directory")
     p.add_argument("segment_size", type=int)
+    p.add_argument("--prefetch", type=int, dest="fetch_prefetch", help="segments to download ahead")
 
     for module in COMMAND_MODULES:
         __import__(module, fromlist=["add_parsers"]).add_parsers(sub, common)
@@ -180,7 +184,15 @@ def _run(argv: list[str]) -> int:
     for notice in notices:
         print(f"walship: WARNING: {notice}", file=sys.stderr)
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if argv[:1] == ["wal-fetch"] and exc.code not in (0, None):
+            # a restore_command the parser refuses must not read as "end of the archive" either
+            from walship import logs
+            logs.setup("wal-fetch")
+            return _wal_fetch_exit_code(None)
+        raise
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
@@ -198,7 +210,7 @@ def _run(argv: list[str]) -> int:
 def _execute(command: str, args) -> int:
     """Load the settings, set up logging, run the command: every expected failure is one line."""
     from walship import logs
-    from walship.errors import EXIT_ABORT_RECOVERY, IntegrityError, StoreError, WalshipError
+    from walship.errors import WalshipError
     try:
         from walship.config import load_settings
         settings = load_settings(_flags(args), config_path=getattr(args, "config", None))
@@ -206,6 +218,10 @@ def _execute(command: str, args) -> int:
         if getattr(args, "plugin", False):  # Nagios plugin API: a check that cannot run is UNKNOWN
             print(f"UNKNOWN: {exc.one_line()}")
             return 3
+        if command == "wal-fetch":
+            logs.setup(command)
+            logs.error("error", exc.one_line(), error=exc.one_line())
+            return _wal_fetch_exit_code(exc)
         print(f"walship {command}: ERROR: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     logs.setup(command, settings)
@@ -213,18 +229,39 @@ def _execute(command: str, args) -> int:
         return _dispatch(command, args, settings)
     except WalshipError as exc:
         logs.error("error", exc.one_line(), error=exc.one_line())
-        # A file that exists but cannot be read (store down, corrupt, key missing) is not the end of
-        # the archive: any exit below 126 would make PostgreSQL end recovery there.
-        unreadable = isinstance(exc, (StoreError, IntegrityError)) or getattr(exc, "aborts_recovery", False)
-        if command == "wal-fetch" and unreadable and _in_archive_recovery():
-            logs.error("recovery_aborted",
-                       "stopping recovery: ending it here would lose the WAL still in the repository; "
-                       "fix the repository and start the server again")
-            return EXIT_ABORT_RECOVERY
-        return exc.exit_code
+        return _wal_fetch_exit_code(exc) if command == "wal-fetch" else exc.exit_code
     except KeyboardInterrupt:
         logs.error("interrupted", "interrupted")
         return 130
+    except Exception as exc:
+        if command != "wal-fetch":
+            raise
+        # a bug, not an answer: say what it was in one line (Python's own exit 1 would end recovery)
+        logs.error("error", f"unexpected error: {type(exc).__name__}: {exc}", error=type(exc).__name__)
+        return _wal_fetch_exit_code(None)
+
+
+def _wal_fetch_exit_code(exc: WalshipError | None) -> int:
+    """restore_command's exit code for a wal-fetch that did not serve its file.
+
+    PostgreSQL reads any exit below 126 during archive recovery as "not in the archive" and ends
+    recovery there, selects a new timeline and promotes. So wal-fetch answers 1 only for the real end
+    of the archive (NotInArchive, raised only once the miss is proven to be that end, and answered in
+    _dispatch); every other failure (a gap, the destination unwritable or full, the configuration or the
+    encryption key unavailable, the repository missing, unmounted or failing, a refused segment, a bug)
+    exits 126 during archive recovery: PostgreSQL stops, and starting the server again after the fix
+    goes on where it stopped. A standby (standby.signal) retries whatever the code: it gets the error's own.
+    exc: the WalshipError, or None for a failure that is not one (its exit would be 1)."""
+    from walship.errors import EXIT_ABORT_RECOVERY, EXIT_FAILURE, NotInArchive
+    if isinstance(exc, NotInArchive):
+        return exc.exit_code
+    if _in_archive_recovery():
+        from walship import logs
+        logs.error("recovery_aborted",
+                   "stopping recovery: ending it here would lose the WAL still in the repository; "
+                   "fix the cause above and start the server again")
+        return EXIT_ABORT_RECOVERY
+    return exc.exit_code if exc is not None else EXIT_FAILURE
 
 
 def _in_archive_recovery() -> bool:
@@ -257,13 +294,16 @@ def _dispatch(command: str, args, settings) -> int:
         from walship.archive.fetch import wal_fetch
         from walship.errors import NotInArchive
         try:
-            wal_fetch(args.wal_name, args.dest_path, settings, _store_factory(settings))
+            wal_fetch(args.wal_name, args.dest_path, settings, _store_factory(settings),
+                      config_path=getattr(args, "config", None))
         except NotInArchive as exc:
-            # Normal at the end of recovery: PostgreSQL asks for the segment after the last one.
+            # The real end of the archive (wal_fetch proved it): PostgreSQL asks for the segment
+            # after the last one, and for timeline history files that do not exist.
             from walship import logs
-            from walship.archive.fetch import forget_prefetched
+            from walship.archive.fetch import forget_prefetched, notice_end_of_restored_copy
             logs.info("wal_not_found", exc.message, segment=args.wal_name)
             forget_prefetched(args.wal_name, args.dest_path)
+            notice_end_of_restored_copy(args.wal_name, args.dest_path)
             return exc.exit_code
         return 0
     if command == "wal-prefetch":

@@ -6,6 +6,8 @@ import filecmp
 
 
 from tests.support import pg
+from tests.support.repo import open_repo
+from walship import codec
 
 
 def _archived_names(env: dict, moto, scratch) -> set[str]:
@@ -48,6 +50,11 @@ def test_every_segment_is_archived_and_fetched_back_identical(pg_version, repo_e
 
 def test_fetch_of_a_segment_not_in_the_archive_says_so(repo_env, scratch):
     env = pg.server_env(repo_env)
+    # a location that holds nothing is no archive at all (a wrong URL, an unmounted file system)
+    r = pg.walship(["wal-fetch", "0000000100000000000000AB", str(scratch / "x")], env)
+    assert r.returncode == 3 and "is not a walship repository" in r.stderr, r.stderr
+    open_repo(repo_env).put("wal/00000002.history", codec.pack(b"1\t0/3000000\tno recovery target specified\n",
+                                                              "none"))
     r = pg.walship(["wal-fetch", "0000000100000000000000AB", str(scratch / "x")], env)
     assert r.returncode == 1
     assert "not in the archive" in r.stderr

@@ -6,19 +6,33 @@ import pytest
 
 from tests.conftest import require_version
 from tests.support import pg
+from tests.support.recovery import (archive_after_backup, backup_fetch, restore_command, start_and_check_every_row,
+                                   write_config)
+from walship.pg.restored import COPY, read_restore_marker
 
 
 def _recover(primary: pg.Cluster, cluster_factory, scratch, repo_env: dict) -> pg.Cluster:
-    restored = cluster_factory(primary.version, name="restored", env=repo_env)
+    """A pg_basebackup copy set up for archive recovery as a service runs it: the repository is named in
+    restore_command (--repo, and --config for the other settings: S3 endpoint, key file), never in the
+    server's environment."""
+    service_env = {k: v for k, v in repo_env.items() if not k.startswith("WALSHIP_")}   # AWS_* only
+    restored = cluster_factory(primary.version, name="restored", env=service_env)
     pg.run_as_postgres([str(primary.bin / "pg_basebackup"), "-h", str(primary.sockdir), "-p", str(primary.port),
                         "-U", "postgres", "-D", str(restored.datadir), "-X", "none", "-c", "fast"],
                        env=primary.env)
+    command = f"{pg.WALSHIP} wal-fetch %f %p --repo {repo_env['WALSHIP_REPO']}"
+    settings = {k[len("WALSHIP_"):].lower(): v for k, v in repo_env.items()
+                if k.startswith("WALSHIP_") and k != "WALSHIP_REPO"}
+    if settings:
+        config = write_config(scratch / "restore.toml", "".join(f'{k} = "{v}"\n' for k, v in settings.items()))
+        command += f" --config {config}"
     restored.configure(
         f"port = {restored.port}\nunix_socket_directories = '{restored.sockdir}'\n"
         "archive_mode = off\n"
-        f"restore_command = '{pg.WALSHIP} wal-fetch %f %p'\n")
+        f"restore_command = '{command}'\n")
     (restored.datadir / "recovery.signal").touch()
     pg.chown_postgres(restored.datadir / "recovery.signal")
+    assert not any(k.startswith("WALSHIP_") for k in restored.process_env)
     return restored
 
 
@@ -54,3 +68,22 @@ def test_replay_from_the_archive_restores_rows_written_after_the_base_backup(
     assert "restored (downloaded)" in log
     assert "restored (prefetched)" in log, "replay should be served from the prefetch directory"
     assert not any((restored.datadir / "pg_wal" / "walship_prefetch").glob("0*")), "prefetched files left behind"
+
+
+def test_backup_fetchs_own_restore_command_replays_from_prefetch_and_says_what_becomes_of_a_copy(
+        cluster_factory, scratch):
+    repo = f"file://{pg.make_dir(scratch, 'repo', 0o755)}"
+    archived = archive_after_backup(cluster_factory, repo, batches=6)
+    # the operator's shell names the repository; the server started afterwards knows only restore_command
+    restored = backup_fetch(cluster_factory, "restored", {"WALSHIP_REPO": repo})
+    assert restore_command(restored).endswith(f"wal-fetch %f %p --repo {repo}")
+    marker = read_restore_marker(str(restored.datadir))
+    assert marker is not None and marker["mode"] == COPY, "backup-fetch restores a copy by default"
+
+    log = start_and_check_every_row(restored, archived)
+    assert log.count("restored (prefetched)") >= 3, log
+    assert "prefetch_failed" not in log and "no repository configured" not in log and "ERROR" not in log, log
+    assert not any((restored.datadir / "pg_wal" / "walship_prefetch").glob("0*")), "prefetched files left behind"
+    notices = [line for line in log.splitlines() if "end of recovery of a copy restored from" in line]
+    assert len(notices) == 1, log
+    assert f"must never archive into {repo}" in notices[0] and "--repo NEW_URL" in notices[0]

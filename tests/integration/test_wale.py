@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import require_version
 from tests.support import pg, wale
+from tests.support.walfiles import with_header
 
 PG15_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -362,8 +363,9 @@ def _push_fake_segment(wale_bin: str, scratch: Path, env: dict) -> str:
     name = "000000010000000000000007"
     segment = wal_dir / name
     with open(segment, "wb") as fh:
-        fh.write(os.urandom(1 << 20))                  # incompressible
-        fh.write(b"\0" * (15 << 20))                   # and very compressible, like a real segment's tail
+        # incompressible, then very compressible like a real segment's tail, under the long page header
+        # wal-fetch checks before it serves a segment
+        fh.write(with_header(name, os.urandom(1 << 20) + b"\0" * (15 << 20)))
     pg.chown_postgres(segment)
     _wale(wale_bin, ["wal-push", str(segment)], env)
     return name

@@ -7,7 +7,16 @@ the next `fetch_prefetch` segments, verified, into pg_wal/walship_prefetch/.
 The next calls then only rename a file.
 
 Files are written to a temporary name and renamed into place, so neither
-DEST_PATH nor the prefetch directory ever holds a partial file.
+DEST_PATH nor the prefetch directory ever holds a partial file. A segment is
+renamed into place only once its long page header matches its name and the
+restored cluster's system identifier: PostgreSQL would read another file as
+the end of WAL and promote there.
+
+"Not in the archive" (exit 1) makes PostgreSQL end recovery, so wal-fetch
+answers it only at the real end of the archive: on a miss it first proves the
+location is a repository (walship.repo.record.require), then lists what is
+stored after the missing segment; anything recovery would still have to reach
+through it makes the miss a gap (WalGap, an integrity error that stops recovery).
 """
 
 from __future__ import annotations
@@ -16,16 +25,31 @@ import fcntl
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from walship import codec, logs
 from walship.archive.spool import PREFETCH_NAME
-from walship.errors import NotInArchive, WalshipError
-from walship.layout import wal_key
-from walship.pg.walnames import DEFAULT_SEGMENT_SIZE, Segment, check_name, is_segment
+from walship.errors import IntegrityError, NotInArchive, WalshipError
+from walship.layout import WAL_PREFIX, wal_key
+from walship.pg.walnames import (DEFAULT_SEGMENT_SIZE, PARTIAL_RE, Segment, check_name, format_lsn, is_segment,
+                                 parse_history)
 from walship.storage import ObjectNotFound, Store
 from walship.streams import process_running
 
+if TYPE_CHECKING:
+    from walship.config import Settings
+    from walship.crypto import Keyring
+
 _LOCK = ".lock"
+
+
+class WalGap(IntegrityError):
+    """A segment is missing while WAL that recovery must reach through it is stored."""
+
+
+class DestinationUnwritable(WalshipError):
+    """restore_command's %p (or the prefetch directory) cannot take the file."""
 
 
 def _write_atomically(path: str, data: bytes) -> None:
@@ -34,12 +58,38 @@ def _write_atomically(path: str, data: bytes) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _unwritable(exc, path) from None
         raise
+
+
+def _unwritable(exc: OSError, path: str) -> DestinationUnwritable:
+    return DestinationUnwritable(f"cannot write {path}: {exc.strerror or exc}",
+                                 "free space in, or make writable, the directory PostgreSQL restores WAL into "
+                                 "(pg_wal), then start the server again")
+
+
+def check_served_segment(data: bytes, name: str, pgdata: str = ".") -> None:
+    """Refuse a segment whose header is not that of `name` in the cluster being restored.
+
+    restore_command runs in PGDATA: pg_control there names the cluster. The segment size is the
+    file's own, which its header must repeat (check_segment), so a truncated file is refused too."""
+    from walship.pg import walheader
+
+    size = len(data)
+    if size == 0 or size & (size - 1):
+        raise IntegrityError(f"archived {name} is {size} bytes, not a WAL segment size (a power of 2)",
+                             "the archived object is damaged; restore it from a copy, or end recovery before it "
+                             "with a recovery target")
+    seg = Segment.parse(name, size)
+    identity = walheader.read_control_identity(pgdata)
+    walheader.check_segment(data, name, size=size, start_lsn=seg.start_lsn(size), timeline=seg.timeline,
+                            system_identifier=identity[0] if identity else None)
 
 
 def download(store: Store, name: str, keyring=None) -> bytes:
@@ -59,27 +109,118 @@ def prefetch_directory(dest_path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(dest_path)), PREFETCH_NAME)
 
 
-def wal_fetch(name: str, dest_path: str, settings, store_factory) -> str:
-    """Put archived `name` at dest_path. Returns 'prefetched' or 'downloaded'."""
+def wal_fetch(name: str, dest_path: str, settings: "Settings", store_factory: Callable[[], Store],
+              config_path: str | None = None) -> str:
+    """Put archived `name` at dest_path. Returns 'prefetched' or 'downloaded'.
+
+    NotInArchive only at the real end of the archive; a gap raises WalGap (see the module docstring)."""
     check_name(name)
     started = time.monotonic()
     pdir = prefetch_directory(dest_path)
     source = "downloaded"
     prefetched = os.path.join(pdir, name)
     if is_segment(name) and os.path.exists(prefetched):
-        os.replace(prefetched, dest_path)
+        # the prefetcher verified and checked it (check_served_segment) before renaming it there
+        try:
+            os.replace(prefetched, dest_path)
+        except OSError as exc:
+            raise _unwritable(exc, dest_path) from None
         size = os.path.getsize(dest_path)
         source = "prefetched"
     else:
         from walship.crypto import keyring_from_settings
-        data = download(store_factory(), name, keyring_from_settings(settings))
+        store = store_factory()
+        keyring = keyring_from_settings(settings)
+        try:
+            data = download(store, name, keyring)
+        except NotInArchive:
+            check_end_of_archive(store, name, keyring)
+            raise
+        if is_segment(name):
+            check_served_segment(data, name)
         _write_atomically(dest_path, data)
         size = len(data)
     logs.info("wal_fetched", f"{name} restored ({source})", segment=name, bytes=size,
               duration_s=round(time.monotonic() - started, 3))
     if is_segment(name) and settings.fetch_prefetch > 0:
-        _start_prefetcher(name, pdir, size, settings)
+        _start_prefetcher(name, pdir, size, settings, config_path)
     return source
+
+
+def check_end_of_archive(store: Store, name: str, keyring: "Keyring | None" = None) -> None:
+    """`name` is not stored: return only if that is the end of what recovery can read, else raise.
+
+    NotARepository for a location that holds nothing (an unmounted file system, a wrong URL);
+    WalGap for a segment with WAL after it that recovery would have to reach through it.
+    Timeline history, .partial and .backup files that are absent are a normal answer."""
+    from walship.repo import record
+
+    found = record.require(store)
+    if not is_segment(name):
+        return
+    segment_size = (found.wal_segment_size if found is not None and found.wal_segment_size
+                    else DEFAULT_SEGMENT_SIZE)
+
+    def history(timeline: int) -> str | None:
+        from walship.pg.walnames import history_name
+        try:
+            return download(store, history_name(timeline), keyring).decode("utf-8", "replace")
+        except NotInArchive:
+            return None
+
+    from walship.walecompat import wal as wale_wal
+    for prefix, start_after, name_of in (
+            (WAL_PREFIX, wal_key(name), lambda key: key[len(WAL_PREFIX):]),
+            (wale_wal.WALE_WAL_PREFIX, wale_wal.wal_key(name),
+             lambda key: key[len(wale_wal.WALE_WAL_PREFIX):].removesuffix(".lzo"))):
+        later = (name_of(info.key) for info in store.list(prefix, start_after=start_after))
+        after = wal_after(name, later, history, segment_size)
+        if after is not None:
+            raise WalGap(f"{name} is missing from the archive {store.url}, and WAL that recovery reaches only "
+                         f"through it is stored ({after}): ending recovery at the gap would lose it",
+                         f"restore {name} into the archive (from pg_wal of the origin server or a copy), or "
+                         "end recovery before it with a recovery target; then start the server again")
+
+
+def wal_after(missing: str, later_names: Iterable[str], history: Callable[[int], str | None],
+              segment_size: int = DEFAULT_SEGMENT_SIZE) -> str | None:
+    """What stored WAL recovery must reach through the missing segment, described; None at the real end.
+
+    later_names: the WAL file names stored after `missing`, in name order (one listing); history(tli):
+    the text of that timeline's history file, or None. With X missing on timeline T, it counts
+    - a segment (or .partial) of T after X;
+    - a segment of a timeline T' whose history branches from T at or after the end of X, at or after
+      that branch point: recovery follows T through X to reach it.
+    A branch from T before X's end leaves X on T unneeded (the descendant has its own copy of it)."""
+    timeline = int(missing[:8], 16)
+    number = Segment.parse(missing, segment_size).number
+    newest_on: dict[int, int] = {}           # a later timeline -> the highest segment number stored on it
+    for other in later_names:
+        full = is_segment(other)
+        if not full and not PARTIAL_RE.match(other):
+            continue                          # history and backup history files are no WAL to replay
+        try:
+            seg = Segment.parse(other, segment_size)
+        except WalshipError:
+            continue
+        if seg.timeline == timeline and seg.number > number:
+            return f"{other} on the same timeline"
+        if seg.timeline > timeline and full:
+            newest_on[seg.timeline] = max(seg.number, newest_on.get(seg.timeline, -1))
+    end_of_missing = (number + 1) * segment_size
+    for other_timeline, newest in sorted(newest_on.items()):
+        text = history(other_timeline)
+        if text is None:
+            continue
+        try:
+            entries = parse_history(text)
+        except WalshipError:
+            continue
+        branches = [switch for parent, switch, _reason in entries if parent == timeline]
+        if branches and branches[0] >= end_of_missing and newest >= branches[0] // segment_size:
+            return (f"{Segment(other_timeline, newest).name(segment_size)} on timeline {other_timeline}, which "
+                    f"branched from timeline {timeline} at {format_lsn(branches[0])}, after {missing}")
+    return None
 
 
 def forget_prefetched(name: str, dest_path: str) -> None:
@@ -99,7 +240,27 @@ def forget_prefetched(name: str, dest_path: str) -> None:
                 pass
 
 
-def _start_prefetcher(name: str, pdir: str, segment_size: int, settings) -> None:
+# settings a wal-fetch command line may carry, and the flag that passes each on to the prefetcher
+_PASSED_ON_FLAGS = (("repo", "--repo"), ("fetch_prefetch", "--prefetch"), ("log_format", "--log-format"),
+                    ("log_destination", "--log-destination"), ("syslog_program", "--syslog-program"))
+
+
+def prefetcher_command(name: str, pdir: str, segment_size: int, settings: "Settings",
+                       config_path: str | None) -> list[str]:
+    """The wal-prefetch command line: the same repository, config file and command-line settings as the
+    wal-fetch that starts it (restore_command carries --repo and --config; the server's environment
+    has no WALSHIP_REPO)."""
+    cmd = [sys.executable, "-m", "walship", "wal-prefetch", name, pdir, str(segment_size)]
+    for setting, flag in _PASSED_ON_FLAGS:
+        if settings.sources.get(setting) == "command line" or (setting == "repo" and settings.repo):
+            cmd += [flag, str(getattr(settings, setting))]
+    if config_path:
+        cmd += ["--config", os.path.abspath(config_path)]
+    return cmd
+
+
+def _start_prefetcher(name: str, pdir: str, segment_size: int, settings: "Settings",
+                      config_path: str | None) -> None:
     os.makedirs(pdir, mode=0o700, exist_ok=True)
     _drop_older(pdir, name)
     wanted = _wanted(name, segment_size, settings.fetch_prefetch)
@@ -107,11 +268,12 @@ def _start_prefetcher(name: str, pdir: str, segment_size: int, settings) -> None
         return
     import subprocess   # here, not at the top: most restore_command calls start no prefetcher
 
-    # Detached: PostgreSQL's system() call returns when this process exits.
-    cmd = [sys.executable, "-m", "walship", "wal-prefetch", name, pdir, str(segment_size)]
+    # Detached: PostgreSQL's system() call returns when this process exits. stderr is inherited,
+    # so whatever the prefetcher reports lands in the server log beside wal-fetch's own lines.
     try:
-        subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, close_fds=True)
+        subprocess.Popen(prefetcher_command(name, pdir, segment_size, settings, config_path),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+                         close_fds=True)
     except OSError as exc:
         logs.warning("prefetch_failed", f"could not start the prefetcher: {exc}")
 
@@ -164,13 +326,16 @@ def run_prefetcher(name: str, pdir: str, segment_size: int, settings, store_fact
         def one(seg_name: str) -> bool:
             try:
                 data = download(store, seg_name, keyring)
+                # checked as wal-fetch checks what it serves: a refused file is not kept, and
+                # wal-fetch, asked for it, downloads it again and stops recovery with the reason
+                check_served_segment(data, seg_name)
+                _write_atomically(os.path.join(pdir, seg_name), data)
             except NotInArchive:
                 return False
             except WalshipError as exc:
                 logs.warning("prefetch_failed", f"prefetch of {seg_name} failed: {exc.one_line()}",
                              segment=seg_name, error=exc.one_line())
                 return False
-            _write_atomically(os.path.join(pdir, seg_name), data)
             return True
 
         from concurrent.futures import ThreadPoolExecutor
@@ -180,3 +345,34 @@ def run_prefetcher(name: str, pdir: str, segment_size: int, settings, store_fact
     finally:
         os.close(lock_fd)
     return 0
+
+
+def notice_end_of_restored_copy(name: str, dest_path: str) -> None:
+    """At the end of recovery of a server backup-fetch restored as a copy, say what becomes of its WAL.
+
+    PostgreSQL probes for the history files of the timelines after its own twice: at startup, when
+    pg_wal of a restored backup holds no segment yet, and after replay, to choose the new timeline,
+    when it holds the segments it restored (kept under their own names). The history file of a
+    timeline those segments are on (the parent's, which PostgreSQL copies into the new timeline's
+    history) is asked for then too, and is not the probe. A recovery started again after it was
+    stopped has segments in pg_wal at startup too, and says it once more then."""
+    from walship.pg.walnames import HISTORY_RE
+    if not HISTORY_RE.match(name):
+        return
+    try:
+        replayed = [int(entry[:8], 16) for entry in os.listdir(os.path.dirname(os.path.abspath(dest_path)))
+                    if is_segment(entry)]
+    except OSError:
+        return
+    if not replayed or int(name[:8], 16) <= max(replayed):
+        return
+    from walship.pg.restored import COPY, read_restore_marker
+    marker = read_restore_marker(".")
+    if marker is None or marker.get("mode") != COPY:
+        return
+    origin = marker.get("origin_repository")
+    logs.warning("restored_copy",
+                 f"end of recovery of a copy restored from {origin}: backup-fetch turned its archiving off, and "
+                 f"it must never archive into {origin} (its new timeline would fork the origin's history); "
+                 "to keep its WAL, give it its own repository: archive_mode = on and "
+                 "archive_command = 'walship wal-push %p --repo NEW_URL'")

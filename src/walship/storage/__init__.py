@@ -55,8 +55,11 @@ class Store(ABC):
         """Size and time of the object, or None when absent."""
 
     @abstractmethod
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object whose key starts with prefix, in no promised order."""
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with prefix, in no promised order.
+
+        With start_after, only the keys greater than it, in key order (S3's own listing order), so
+        a caller that looks for what follows one key reads no listing of what precedes it."""
 
     @abstractmethod
     def delete(self, keys: Iterable[str]) -> None:

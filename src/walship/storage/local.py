@@ -175,7 +175,13 @@ class LocalStore(Store):
             raise self._fail(exc, "reading", key) from None
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        if start_after is None:
+            return self._walk(prefix, None)
+        # S3 lists in key order from start_after; a filesystem walk has no order: sort what follows it
+        return iter(sorted(self._walk(prefix, start_after), key=lambda info: info.key))
+
+    def _walk(self, prefix: str, start_after: str | None) -> Iterator[ObjectInfo]:
         # Walk only the directory that holds the prefix, then filter by name.
         head, _, _ = prefix.rpartition("/")
         base = os.path.join(self.root, *[p for p in head.split("/") if p]) if head else self.root
@@ -188,7 +194,7 @@ class LocalStore(Store):
                 if name.endswith(_TMP_SUFFIX):
                     continue
                 key = rel_dir + name
-                if key.startswith(prefix):
+                if key.startswith(prefix) and (start_after is None or key > start_after):
                     try:
                         st = os.stat(os.path.join(dirpath, name))
                     except FileNotFoundError:

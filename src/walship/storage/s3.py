@@ -363,11 +363,13 @@ class S3Store(Store):
             raise err from None
         return ObjectInfo(key, meta["size"], meta["last_modified"].timestamp())
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
         # obstore lists by path segment: list the directory part, filter the rest.
+        # offset is S3's start-after: the store lists in key order from there.
         directory, _, _ = prefix.rpartition("/")
         try:
-            for batch in obstore.list(self._store, prefix=directory or None, chunk_size=1000):
+            for batch in obstore.list(self._store, prefix=directory or None, offset=start_after,
+                                      chunk_size=1000):
                 for meta in batch:
                     path = meta["path"]
                     if path.startswith(prefix):
