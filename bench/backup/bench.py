@@ -6,7 +6,7 @@ its own cluster, for what the peers do not measure (--dataset random, --many-fil
 
 Usage (as root, from the repository root, after scripts/setup):
 
-    WALSHIP_VENV=/opt/walship/venv-backup ./scripts/setup
+    WALSHIP_VENV=/opt/walship/venv-backup ./scripts/setup --test     # moto and the test helpers
     /opt/walship/venv-backup/bin/python bench/backup/bench.py [--scale 100] [--runs 1] [--keep]
         [--dataset pgbench|random] [--many-files N]
 

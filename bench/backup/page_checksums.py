@@ -1,7 +1,7 @@
 """What verifying page checksums costs backup-push: a pgbench cluster with data checksums, pushed to a
 file repository with verification on and off, alternately (the machine is noisy: compare runs side by side).
 
-    WALSHIP_VENV=/opt/walship/venv-bench ./scripts/setup
+    WALSHIP_VENV=/opt/walship/venv-bench ./scripts/setup --test
     /opt/walship/venv-bench/bin/python bench/backup/page_checksums.py [--scale 30] [--runs 3] [--compression zstd]
 
 Each backup-push runs as postgres under /usr/bin/time -v after the data directory was read once

@@ -27,7 +27,7 @@ from walship.errors import ConfigError
 DEFAULT_CONFIG_PATHS = ("/etc/walship/walship.toml",)
 # WALSHIP_* variables that are not settings: the config file's path, and the development scripts'
 # own variables (scripts/setup, scripts/demo, tests), so that a shell that ran them can run walship.
-KNOWN_VARIABLES = frozenset({"WALSHIP_CONFIG", "WALSHIP_VENV", "WALSHIP_EXTRAS", "WALSHIP_WALE_VENV",
+KNOWN_VARIABLES = frozenset({"WALSHIP_CONFIG", "WALSHIP_VENV", "WALSHIP_WALE_VENV",
                              "WALSHIP_DEMO_KEEP", "WALSHIP_TEST_PG_DIR"})
 _DAY = 86400.0
 _MIB = 1 << 20
