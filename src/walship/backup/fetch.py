@@ -27,10 +27,11 @@ from typing import Callable, Iterator
 
 from walship import logs, pipeline
 from walship.backup import catalog, objects, progress, recovery, timelines
-from walship.backup.extract import Destination, disk_error, sync_tree
+from walship.backup.extract import Destination
 from walship.backup.manifest import parse_lines
 from walship.crypto import keyring_from_settings
 from walship.errors import ConfigError
+from walship.restorefs import disk_error, sync_tree
 from walship.pg import restored, walnames
 from walship.repo import record as repo_record
 
@@ -297,7 +298,7 @@ def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progr
                 pool.shutdown(cancel_futures=True)     # a failed part fails the restore: start no other
                 raise
         _rewrite_tablespace_map(dest, links)
-        destination.finish(f"backup {name} in {store.url}", links.values())
+        destination.finish(f"backup {name} in {store.url}")
         bar.close()
     except OSError as exc:
         raise disk_error(exc, dest) from None
