@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from walship import cli, codec
+from walship import cli, pipeline
 from walship.archive import fetch
 from walship.config import Settings
 from walship.errors import ConfigError, IntegrityError, NotInArchive, StoreError
