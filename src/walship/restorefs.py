@@ -135,21 +135,21 @@ class RestoreWriter:
         (its own member may be in a part another thread has not reached)."""
         if path in self._dirs:
             return
-        current = self.dest
+        current, relative = self.dest, ""
         for piece in os.path.relpath(path, self.dest).split(os.sep):
-            current = os.path.join(current, piece)
+            current, relative = os.path.join(current, piece), os.path.join(relative, piece)
             if current in self._dirs:
                 continue
+            link = relative in self.tablespace_links
             try:
                 os.mkdir(current, 0o700)
             except FileExistsError:
-                link = os.path.relpath(current, self.dest) in self.tablespace_links
                 if not link and (os.path.islink(current) or not os.path.isdir(current)):
                     raise IntegrityError(f"{what}: {current} is in the way of the restore (not a directory)",
                                          "refusing to extract: the backup is corrupt or was tampered with") from None
             with self._lock:
                 self._dirs.add(current)
-                if os.path.relpath(current, self.dest) not in self.tablespace_links:
+                if not link:
                     self._dir_modes.setdefault(current, (0o700, None))
 
     @staticmethod
