@@ -27,8 +27,7 @@ _BUF = 1 << 20
 class Extraction:
     """Extract several partitions into one destination (one call per partition, possibly in threads)."""
 
-    def __init__(self, dest: str, what: str, tablespace_links: tuple[str, ...] = ()):
-        self.what = what                       # the backup, for messages
+    def __init__(self, dest: str, tablespace_links: tuple[str, ...] = ()):
         # pg_tblspc/<oid> symlinks the restore itself made to put a tablespace where it belongs
         self.writer = RestoreWriter(dest, tablespace_links)
 
