@@ -12,7 +12,7 @@ import pytest
 from tests.support import pg
 from tests.support.s3 import SwitchableProxy
 from tests.support.walfiles import with_header
-from walship import codec
+from walship import pipeline
 from walship.config import Settings
 from walship.storage import open_store
 
@@ -52,7 +52,7 @@ def test_wal_push_killed_mid_upload_leaves_only_complete_objects(repo_env, scrat
     # whatever made it is complete and exact; what did not is simply absent
     for obj in store.list("wal/"):
         name = obj.key[4:]
-        assert codec.unpack(store.get(obj.key), name) == open(f"{wal}/{name}", "rb").read()
+        assert pipeline.unpack(store.get(obj.key), name) == open(f"{wal}/{name}", "rb").read()
     # PostgreSQL would call again for every segment: each call succeeds, the archive is whole
     for n in names:
         r = pg.walship(["wal-push", f"{wal}/{n}"], env)

@@ -7,7 +7,7 @@ import filecmp
 
 from tests.support import pg
 from tests.support.repo import open_repo
-from walship import codec
+from walship import pipeline
 
 
 def _archived_names(env: dict, moto, scratch) -> set[str]:
@@ -53,7 +53,7 @@ def test_fetch_of_a_segment_not_in_the_archive_says_so(repo_env, scratch):
     # a location that holds nothing is no archive at all (a wrong URL, an unmounted file system)
     r = pg.walship(["wal-fetch", "0000000100000000000000AB", str(scratch / "x")], env)
     assert r.returncode == 3 and "is not a walship repository" in r.stderr, r.stderr
-    open_repo(repo_env).put("wal/00000002.history", codec.pack(b"1\t0/3000000\tno recovery target specified\n",
+    open_repo(repo_env).put("wal/00000002.history", pipeline.pack(b"1\t0/3000000\tno recovery target specified\n",
                                                               "none"))
     r = pg.walship(["wal-fetch", "0000000100000000000000AB", str(scratch / "x")], env)
     assert r.returncode == 1

@@ -58,7 +58,7 @@ def test_a_backup_killed_midway_is_never_listed_and_the_next_one_cleans_up(clust
 
 def test_retention_deletes_exactly_the_older_backups_and_the_wal_only_they_need(cluster_factory, scratch):
     require_version(15)
-    from walship import codec
+    from walship import pipeline
     from walship.storage.local import LocalStore
 
     repo_env = _file_repo(scratch)
@@ -73,7 +73,7 @@ def test_retention_deletes_exactly_the_older_backups_and_the_wal_only_they_need(
     expected_rows = primary.scalar("SELECT count(*) FROM t")
     history = "wal/00000002.history"            # as a promoted standby would have archived it
     repo = repo_env["WALSHIP_REPO"][len("file://"):]
-    LocalStore(repo).put(history, codec.pack(b"1\t0/3000000\tno reason\n", "none"))
+    LocalStore(repo).put(history, pipeline.pack(b"1\t0/3000000\tno reason\n", "none"))
     pg.chown_postgres(f"{repo}/{history}")
     old1, old2, kept = _backups(repo_env)
     before = _repo_keys(repo_env)

@@ -13,7 +13,7 @@ import subprocess
 from tests.support import pg
 from tests.support.recovery import (archive_after_backup, assert_not_promoted, backup_fetch, restore_command,
                                    start_and_check_every_row, wait_recovery_stopped, write_config)
-from walship import codec
+from walship import pipeline
 
 STOPPED = "stopping recovery"
 
@@ -152,9 +152,9 @@ def test_another_clusters_segment_under_an_archived_name_stops_recovery(cluster_
     name = archived.segments[1]
     obj = repo_dir / "wal" / name
     original = obj.read_bytes()
-    wal = bytearray(codec.unpack(original, name))
+    wal = bytearray(pipeline.unpack(original, name))
     wal[24:32] = (int.from_bytes(wal[24:32], "little") ^ 0x5A5A).to_bytes(8, "little")
-    obj.write_bytes(codec.pack(bytes(wal), "zstd"))
+    obj.write_bytes(pipeline.pack(bytes(wal), "zstd"))
 
     log = wait_recovery_stopped(restored)
     assert f"WAL file {name} belongs to the cluster with system identifier" in log and STOPPED in log, log

@@ -140,7 +140,7 @@ def test_a_store_that_ignores_conditional_writes_is_refused_before_anything_is_a
 
 
 def test_a_conflicting_object_is_set_aside_by_quarantine_and_archiving_resumes(cluster_factory, scratch):
-    from walship import codec
+    from walship import pipeline
     from walship.storage.local import LocalStore
 
     repo_dir = pg.make_dir(scratch, "repo", 0o755)
@@ -153,7 +153,7 @@ def test_a_conflicting_object_is_set_aside_by_quarantine_and_archiving_resumes(c
     primary.sql("CREATE TABLE first_write_of_the_next_segment ()")
     upcoming = primary.scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
     # what a split brain leaves: another server's object under the name this server will archive next
-    impostor = codec.pack(segment_bytes(upcoming, 16 << 20), "zstd", 1, None, name=upcoming)
+    impostor = pipeline.pack(segment_bytes(upcoming, 16 << 20), "zstd", 1, None, name=upcoming)
     LocalStore(str(repo_dir)).put(f"wal/{upcoming}", impostor, if_absent=True)
     pg.chown_postgres(repo_dir / "wal" / upcoming)
 

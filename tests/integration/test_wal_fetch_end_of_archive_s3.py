@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from walship import codec
+from walship import pipeline
 from walship.archive import fetch
 from walship.config import Settings
 from walship.repo.record import NotARepository
@@ -37,13 +37,13 @@ def test_a_gap_the_real_end_and_an_empty_bucket_on_s3(moto):
 
     store = _store(moto, moto.new_bucket())
     for name in ("000000010000000000000003", "000000010000000000000005"):
-        store.put(f"wal/{name}", codec.pack(b"w", "none"))
+        store.put(f"wal/{name}", pipeline.pack(b"w", "none"))
     fetch.check_end_of_archive(store, "000000010000000000000006")
     with pytest.raises(fetch.WalGap, match="000000010000000000000005 on the same timeline"):
         fetch.check_end_of_archive(store, X)
 
     migrated = _store(moto, moto.new_bucket())            # WAL-E archived what follows the miss
-    migrated.put("wal/000000010000000000000003", codec.pack(b"w", "none"))
+    migrated.put("wal/000000010000000000000003", pipeline.pack(b"w", "none"))
     migrated.put("wal_005/000000010000000000000006.lzo", b"lzo")
     with pytest.raises(fetch.WalGap, match="000000010000000000000006"):
         fetch.check_end_of_archive(migrated, X)

@@ -10,9 +10,10 @@ import tarfile
 import pytest
 
 from walship.backup import tarstream, walk
-from walship.backup.extract import Destination, safe_relative, verify_part
+from walship.backup.extract import Destination, verify_part
 from walship.backup.manifest import ManifestEntry, SliceTracker
 from walship.errors import IntegrityError
+from walship.restorefs import safe_relative
 
 
 def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from walship import codec
+from walship import pipeline
 from walship.backup import catalog, fetch, recovery, timelines, walk
 from walship.errors import ConfigError
 from walship.storage.local import LocalStore
@@ -178,7 +178,7 @@ def test_full_xid_places_a_32_bit_id_in_the_reference_epoch():
 def _archive(tmp_path, names: dict[str, bytes | None]) -> timelines.Archive:
     store = LocalStore(str(tmp_path / "repo"))
     for name, content in names.items():
-        store.put(f"wal/{name}", codec.pack(content or b"x", "none"))
+        store.put(f"wal/{name}", pipeline.pack(content or b"x", "none"))
     return timelines.Archive(store, None)
 
 

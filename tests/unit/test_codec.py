@@ -1,9 +1,11 @@
+import json
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from walship import codec
+from walship import codec, crypto, pipeline
 from walship.errors import IntegrityError
 
 CODECS = ["zstd", "lz4", "gzip", "none"]
@@ -12,48 +14,48 @@ CODECS = ["zstd", "lz4", "gzip", "none"]
 @pytest.mark.parametrize("name", CODECS)
 def test_pack_unpack_round_trip(name):
     data = os.urandom(1000) + b"a" * 100000
-    blob = codec.pack(data, name)
-    assert codec.unpack(blob) == data
+    blob = pipeline.pack(data, name)
+    assert pipeline.unpack(blob) == data
 
 
 @pytest.mark.parametrize("name", CODECS)
 def test_flipped_byte_is_detected(name):
     data = b"walship" * 20000
-    blob = bytearray(codec.pack(data, name))
+    blob = bytearray(pipeline.pack(data, name))
     blob[len(blob) // 2] ^= 0x40
     with pytest.raises(IntegrityError):
-        codec.unpack(bytes(blob), "wal/x")
+        pipeline.unpack(bytes(blob), "wal/x")
 
 
 @pytest.mark.parametrize("name", CODECS)
 def test_truncated_object_is_detected(name):
-    blob = codec.pack(os.urandom(50000), name)
+    blob = pipeline.pack(os.urandom(50000), name)
     with pytest.raises(IntegrityError):
-        codec.unpack(blob[: len(blob) - 10], "wal/x")
+        pipeline.unpack(blob[: len(blob) - 10], "wal/x")
 
 
 def test_foreign_object_is_refused_with_its_name():
     with pytest.raises(IntegrityError, match="wal/000000010000000000000001 is not a walship object"):
-        codec.unpack(b"\x89LZO\x00garbage", "wal/000000010000000000000001")
+        pipeline.unpack(b"\x89LZO\x00garbage", "wal/000000010000000000000001")
 
 
 @pytest.mark.parametrize("name", CODECS)
 def test_stream_round_trip_in_small_chunks(name):
     data = os.urandom(300000) + b"z" * 300000
     chunks = [data[i:i + 7777] for i in range(0, len(data), 7777)]
-    encoded = b"".join(codec.encode_stream(chunks, name, part=3))
+    encoded = b"".join(pipeline.write(chunks, name, part=3))
     pieces = [encoded[i:i + 1000] for i in range(0, len(encoded), 1000)]
-    meta, payload = codec.split_header(pieces, "part")
+    meta, plain = pipeline.read(pieces, "part")
     assert meta == {"codec": name, "part": 3}
-    assert b"".join(codec.decode_stream(payload, name)) == data
+    assert b"".join(plain) == data
 
 
 @pytest.mark.parametrize("name", ["zstd", "lz4", "gzip"])
 def test_truncated_stream_is_detected(name):
-    encoded = b"".join(codec.encode_stream([os.urandom(100000)], name))
-    meta, payload = codec.split_header([encoded[:-20]])
-    with pytest.raises(IntegrityError, match="truncated|corrupt"):
-        b"".join(codec.decode_stream(payload, name, "part"))
+    encoded = b"".join(pipeline.write([os.urandom(100000)], name))
+    _, plain = pipeline.read([encoded[:-20]], "part")
+    with pytest.raises(IntegrityError, match="part is (truncated|corrupt)"):
+        b"".join(plain)
 
 
 @pytest.mark.parametrize("name", ["zstd", "lz4", "gzip"])
@@ -61,11 +63,11 @@ def test_decompression_hands_out_bounded_pieces_of_zero_filled_data(name):
     # 256 MiB of zeros compress to a few KiB: a decompressor that returns all the output of
     # one input chunk at once would need the whole 256 MiB in memory.
     size = 256 << 20
-    encoded = b"".join(codec.encode_stream((bytes(16 << 20) for _ in range(16)), name))
+    encoded = b"".join(pipeline.write((bytes(16 << 20) for _ in range(16)), name))
     assert len(encoded) < size // 100
-    _, payload = codec.split_header([encoded])
+    _, plain = pipeline.read([encoded])
     total = 0
-    for piece in codec.decode_stream(payload, name):
+    for piece in plain:
         assert len(piece) <= codec.OUTPUT_CHUNK
         assert not any(piece[::4096])
         total += len(piece)
@@ -76,19 +78,19 @@ def test_decompression_hands_out_bounded_pieces_of_zero_filled_data(name):
 def test_stream_missing_only_its_last_bytes_is_truncated(name):
     # zstd and lz4 end with a content checksum; gzip with CRC and length: losing them loses no data
     # bytes, yet the object is incomplete and must not be taken as whole
-    encoded = b"".join(codec.encode_stream([b"walship" * 50000], name))
-    _, payload = codec.split_header([encoded[:-3]])
-    with pytest.raises(IntegrityError, match="truncated"):
-        b"".join(codec.decode_stream(payload, name, "part"))
+    encoded = b"".join(pipeline.write([b"walship" * 50000], name))
+    _, plain = pipeline.read([encoded[:-3]], "part")
+    with pytest.raises(IntegrityError, match="part is truncated"):
+        b"".join(plain)
 
 
 @pytest.mark.parametrize("name", ["zstd", "lz4", "gzip"])
 def test_bytes_after_the_end_of_the_stream_are_refused(name):
-    encoded = b"".join(codec.encode_stream([b"walship" * 50000], name))
+    encoded = b"".join(pipeline.write([b"walship" * 50000], name))
     for pieces in ([encoded + b"trailing"], [encoded, b"trailing"]):
-        _, payload = codec.split_header(pieces)
-        with pytest.raises(IntegrityError, match="after the end"):
-            b"".join(codec.decode_stream(payload, name, "part"))
+        _, plain = pipeline.read(pieces, "part")
+        with pytest.raises(IntegrityError, match="part is corrupt: data after the end"):
+            b"".join(plain)
 
 
 @settings(max_examples=200, deadline=None)
@@ -98,3 +100,38 @@ def test_header_parser_rejects_garbage_cleanly(data):
         codec.parse_header(data)
     except IntegrityError:
         pass
+
+
+# Objects written by walship before the byte pipeline (codec.pack, codec.encode_stream and codec.frame of
+# commit bb12907), kept as fixed bytes: what is in repositories today must read the same.
+BEFORE = json.loads((Path(__file__).parent / "fixtures" / "objects_before_pipeline.json").read_text())
+FIXTURE_CONTENT = b"walship fixture object " * 48
+FIXTURE_KEYRING = crypto.Keyring([bytes(range(32))])
+
+
+@pytest.mark.parametrize("name", sorted(k for k in BEFORE if not k.startswith("_")))
+def test_objects_written_before_the_pipeline_read_back(name):
+    blob = bytes.fromhex(BEFORE[name])
+    keyring = FIXTURE_KEYRING if name.endswith("-sealed") else None
+    assert pipeline.unpack(blob, name, keyring) == FIXTURE_CONTENT
+    chunks = [blob[i:i + 100] for i in range(0, len(blob), 100)]       # streamed as a restore reads
+    _, plain = pipeline.read(chunks, name, keyring)
+    assert b"".join(plain) == FIXTURE_CONTENT
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_the_pipeline_writes_the_bytes_written_before(name):
+    # same bytes, so every reader of the old format reads what the pipeline writes (lz4 whole objects
+    # differ only in that the old one-shot frame recorded the content size: both are plain LZ4 frames)
+    stream = b"".join(pipeline.write([FIXTURE_CONTENT[:500], FIXTURE_CONTENT[500:]], name, backup="b", part=0))
+    assert stream.hex() == BEFORE[f"stream-{name}"] == BEFORE[f"framed-{name}"]
+    whole = pipeline.pack(FIXTURE_CONTENT, name, name="000000010000000000000001")
+    if name != "lz4":
+        assert whole.hex() == BEFORE[f"whole-{name}"]
+    old_meta, _ = codec.parse_header(bytes.fromhex(BEFORE[f"whole-{name}"]))
+    assert codec.parse_header(whole)[0] == old_meta
+
+
+def test_a_sealed_object_is_refused_without_its_key():
+    with pytest.raises(IntegrityError, match="no encryption key is configured"):
+        pipeline.unpack(bytes.fromhex(BEFORE["whole-zstd-sealed"]), "wal/x")

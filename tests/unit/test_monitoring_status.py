@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from walship import codec
+from walship import pipeline
 from walship.backup import objects
 from walship.backup.catalog import BackupInfo, Marker
 from walship.config import Settings
@@ -35,7 +35,7 @@ def repository(tmp_path, segments, histories=(), backups=()):
     for name in segments:
         store.put(f"wal/{name}", b"x")
     for tli, text in histories:
-        store.put(f"wal/{tli:08X}.history", codec.pack(text.encode(), "none"))
+        store.put(f"wal/{tli:08X}.history", pipeline.pack(text.encode(), "none"))
     for b in backups:
         store.put(objects.marker_key(b.name), Marker(b, 0, 0, "none", {}).to_json())
     return store

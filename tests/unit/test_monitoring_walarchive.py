@@ -1,6 +1,6 @@
 """The WAL archive on synthetic listings: gaps, windows across timeline switches, forks, segment size."""
 
-from walship import codec
+from walship import codec, pipeline
 from walship.backup.catalog import BackupInfo
 from walship.config import Settings
 from walship.monitoring import walarchive
@@ -30,7 +30,7 @@ def archive_of(tmp_path, names, histories=(), segment_size=16 * MIB):
         store.put(f"wal/{name}", b"x")
     for tli, parent, lsn in histories:
         text = f"{parent}\t{format_lsn(lsn)}\tno recovery target specified\n"
-        store.put(f"wal/{tli:08X}.history", codec.pack(text.encode(), "none"))
+        store.put(f"wal/{tli:08X}.history", pipeline.pack(text.encode(), "none"))
     return walarchive.load(store)
 
 

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from walship import cli, codec
+from walship import cli, pipeline
 from walship.archive import fetch
 from walship.config import Settings
 from walship.errors import ConfigError, IntegrityError, NotInArchive, StoreError
@@ -76,7 +76,7 @@ def _repo(tmp_path, *names: str, wale: tuple[str, ...] = ()):
     store = open_store(f"file://{tmp_path}/repo", Settings())
     for name in names:
         data = f"1\t0/6000000\tno recovery target specified\n".encode() if name.endswith(".history") else b"w"
-        store.put(f"wal/{name}", codec.pack(data, "none"))
+        store.put(f"wal/{name}", pipeline.pack(data, "none"))
     for name in wale:
         store.put(f"wal_005/{name}.lzo", b"lzo")
     return store
@@ -154,7 +154,7 @@ def test_wal_fetch_never_puts_a_refused_segment_in_place(tmp_path, monkeypatch):
     monkeypatch.chdir(_pgdata(tmp_path, 7311))
     name = "000000010000000000000003"
     store = open_store(f"file://{tmp_path}/repo", Settings())
-    store.put(f"wal/{name}", codec.pack(_segment(name, 4242), "zstd"))
+    store.put(f"wal/{name}", pipeline.pack(_segment(name, 4242), "zstd"))
     (tmp_path / "pg_wal").mkdir()
     with pytest.raises(IntegrityError, match="4242"):
         fetch.wal_fetch(name, str(tmp_path / "pg_wal" / "RECOVERYXLOG"), Settings(fetch_prefetch=0), lambda: store)
@@ -165,7 +165,7 @@ def test_an_unwritable_destination_is_an_error_not_an_absent_file(tmp_path, monk
     monkeypatch.chdir(_pgdata(tmp_path, 7311))
     name = "000000010000000000000003"
     store = open_store(f"file://{tmp_path}/repo", Settings())
-    store.put(f"wal/{name}", codec.pack(_segment(name, 7311), "zstd"))
+    store.put(f"wal/{name}", pipeline.pack(_segment(name, 7311), "zstd"))
     with pytest.raises(fetch.DestinationUnwritable, match="/no/such/dir/RECOVERYXLOG"):
         fetch.wal_fetch(name, "/no/such/dir/RECOVERYXLOG", Settings(fetch_prefetch=0), lambda: store)
 

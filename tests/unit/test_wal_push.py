@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from walship import codec
+from walship import pipeline
 from walship.archive import push, spool
 from walship.config import Settings
 from walship.errors import IntegrityError
@@ -35,7 +35,7 @@ def test_push_stores_a_verifiable_object(tmp_path, store):
     wal = make_wal_dir(tmp_path, names(1, 1))
     push.wal_push(str(wal / names(1, 1)[0]), Settings(push_batch=1), store)
     blob = store.get("wal/" + names(1, 1)[0])
-    assert codec.unpack(blob) == (wal / names(1, 1)[0]).read_bytes()
+    assert pipeline.unpack(blob) == (wal / names(1, 1)[0]).read_bytes()
 
 
 def test_repeated_push_of_identical_content_succeeds(tmp_path, store):
@@ -145,7 +145,7 @@ def test_an_acknowledgement_is_honoured_only_for_the_repository_it_was_written_f
     r2 = open_store(second.repo, second)
     results = push.wal_push(str(wal / batch[1]), second, r2)
     assert results and results[0].name == batch[1]
-    assert codec.unpack(r2.get("wal/" + batch[1])) == (wal / batch[1]).read_bytes()
+    assert pipeline.unpack(r2.get("wal/" + batch[1])) == (wal / batch[1]).read_bytes()
 
 
 def test_a_copy_restored_by_backup_fetch_does_not_archive_into_its_origin(tmp_path, store, monkeypatch):

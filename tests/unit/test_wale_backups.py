@@ -8,11 +8,11 @@ The real WAL-E writing them is covered by tests/integration/test_wale.py.
 import io
 import json
 import os
-import subprocess
 import tarfile
 
 import pytest
 
+from tests.support.lzop import lzop_c
 from walship.config import Settings
 from walship.errors import ConfigError, IntegrityError
 from walship.storage.local import LocalStore
@@ -20,10 +20,6 @@ from walship.walecompat import backups
 
 HOT = "base_000000010000000200000034_00000040"          # pg_start_backup at 2/34000028 (decimal offset 40)
 OFFLINE = "base_000000010000000000000015_00000015"       # --while-offline with REDO at 0/1500718
-
-
-def lzop_c(data: bytes) -> bytes:
-    return subprocess.run(["lzop", "-c"], input=data, capture_output=True, check=True).stdout
 
 
 def tar_bytes(members) -> bytes:

@@ -1,20 +1,15 @@
 """The lzop container, on streams made by the real lzop binary (what WAL-E ran), and its failures."""
 
 import os
-import subprocess
 import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support import lzop
+from tests.support.lzop import lzop_c
 from walship.errors import IntegrityError
-from walship.walecompat import lzop
-
-
-def lzop_c(data: bytes, *flags: str) -> bytes:
-    """Compress like WAL-E's LZOCompressionFilter: `lzop -c` reading stdin."""
-    return subprocess.run(["lzop", "-c", *flags], input=data, capture_output=True, check=True).stdout
 
 
 def sample() -> bytes:

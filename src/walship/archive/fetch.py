@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from walship import codec, logs
+from walship import logs, pipeline
 from walship.archive.spool import PREFETCH_NAME
 from walship.errors import IntegrityError, NotInArchive, WalshipError
 from walship.layout import WAL_PREFIX, wal_key
@@ -102,7 +102,7 @@ def download(store: Store, name: str, keyring=None) -> bytes:
         if data is None:
             raise NotInArchive(f"{name} is not in the archive {store.url}") from None
         return data
-    return codec.unpack(blob, f"archived {name}", keyring)
+    return pipeline.unpack(blob, f"archived {name}", keyring)
 
 
 def prefetch_directory(dest_path: str) -> str:

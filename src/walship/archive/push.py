@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from walship import codec, logs
+from walship import codec, logs, pipeline
 from walship.archive import spool
 from walship.errors import IntegrityError, WalshipError
 from walship.layout import wal_key
@@ -65,7 +65,7 @@ def push_file(store: Store, path: str, compression: str, level: int | None, keyr
     if owner is not None and is_segment(name):
         check_segment_file(data, name, owner, allow_untested)
     digest = hashlib.sha256(data).hexdigest()
-    blob = codec.pack(data, compression, level, keyring, sha256=digest, name=name)
+    blob = pipeline.pack(data, compression, level, keyring, sha256=digest, name=name)
     key = wal_key(name)
     already = False
     try:
@@ -141,7 +141,7 @@ def _same_content(store: Store, key: str, name: str, data: bytes, digest: str, k
     if "sha256" in existing:
         return existing["sha256"] == digest and existing.get("size") == len(data)
     # encrypted objects keep no digest in the clear: open the object and compare
-    return codec.unpack(store.get(key), f"archived {name}", keyring) == data
+    return pipeline.unpack(store.get(key), f"archived {name}", keyring) == data
 
 
 def ready_files(wal_dir: str, exclude: str, limit: int, spool_directory: str) -> list[str]:

@@ -25,12 +25,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
-from walship import codec, logs
+from walship import logs, pipeline
 from walship.backup import catalog, objects, progress, recovery, timelines
-from walship.backup.extract import Destination, disk_error, sync_tree
+from walship.backup.extract import Destination
 from walship.backup.manifest import parse_lines
 from walship.crypto import keyring_from_settings
 from walship.errors import ConfigError
+from walship.restorefs import disk_error, sync_tree
 from walship.pg import restored, walnames
 from walship.repo import record as repo_record
 
@@ -297,7 +298,7 @@ def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progr
                 pool.shutdown(cancel_futures=True)     # a failed part fails the restore: start no other
                 raise
         _rewrite_tablespace_map(dest, links)
-        destination.finish(f"backup {name} in {store.url}", links.values())
+        destination.finish(f"backup {name} in {store.url}")
         bar.close()
     except OSError as exc:
         raise disk_error(exc, dest) from None
@@ -306,14 +307,14 @@ def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progr
 def part_stream(store, name: str, number: int, keyring=None) -> Iterator[bytes]:
     """A part's tar stream as chunks of at most 1 MiB: read, decrypted, decompressed and checked as it goes."""
     key = objects.part_key(name, number)
-    _, plain = codec.open_stream(store.stream(key, chunk_size=STREAM_CHUNK), key, keyring)
+    _, plain = pipeline.read(store.stream(key, chunk_size=STREAM_CHUNK), key, keyring)
     return plain
 
 
 def part_manifest(store, name: str, number: int, keyring=None):
     """A part's manifest entries, in tar order."""
     key = objects.part_manifest_key(name, number)
-    _, plain = codec.open_stream([store.get(key)], key, keyring)
+    _, plain = pipeline.read([store.get(key)], key, keyring)
     return parse_lines(plain, key)
 
 

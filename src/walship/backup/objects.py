@@ -1,7 +1,7 @@
 """Where one walship base backup lives in the repository.
 
     backups/<name>/in_progress.json        written first, rewritten every minute while the backup runs
-    backups/<name>/part_00000.tar          tar stream in the object envelope (codec.encode_stream)
+    backups/<name>/part_00000.tar          tar stream in the object envelope (pipeline.write)
     backups/<name>/part_00000.manifest     JSON lines, one per tar member, in tar order (same envelope)
     ...
     backups/<name>/complete.json           written last: the completion marker (catalog.Marker)

@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from walship import codec, logs
+from walship import logs, pipeline
 from walship.crypto import keyring_for_writing
 from walship.backup import inflight, objects, progress, tarstream, walk
 from walship.backup.catalog import BackupInfo, Marker
@@ -402,44 +402,29 @@ class _Uploader:
 
     def _upload(self, number: int, make_chunks) -> None:
         manifest = _ManifestWriter(self.codec, self.level, self.keyring, backup=self.name, part=number)
-        stored = _Counter()
-        tar = _counting(make_chunks(manifest.add), self.bar.advance)
-        body = codec.encode_stream(tar, self.codec, self.level, self.keyring, backup=self.name, part=number)
-        self.store.put(objects.part_key(self.name, number), _counting(body, stored.add))
+        stored = pipeline.Tally()
+        tar = pipeline.count(make_chunks(manifest.add), self.bar.advance)
+        body = pipeline.write(tar, self.codec, self.level, self.keyring, backup=self.name, part=number)
+        self.store.put(objects.part_key(self.name, number), pipeline.count(body, stored.add))
         manifest_blob = manifest.finish()
         self.store.put(objects.part_manifest_key(self.name, number), manifest_blob)
         self.stats.add(manifest.file_bytes, stored.total + len(manifest_blob), manifest.files)
 
 
-class _Counter:
-    def __init__(self):
-        self.total = 0
-
-    def add(self, n: int) -> None:
-        self.total += n
-
-
-def _counting(chunks: Iterable[bytes], add) -> Iterator[bytes]:
-    for chunk in chunks:
-        add(len(chunk))
-        yield chunk
-
-
 class _ManifestWriter:
-    """A part's manifest, compressed as it grows (a part holds at most MAX_MEMBERS entries)."""
+    """A part's manifest: its lines gathered as the tar stream is made (a part holds at most MAX_MEMBERS
+    entries, ~1.5 MB of lines), then written as one object by the same pipeline as the part."""
 
     def __init__(self, codec_name: str, level: int | None, keyring, **meta):
-        self.codec_name, self.keyring, self.meta = codec_name, keyring, meta
-        self.blob = bytearray()                    # the compressed lines; framed (and sealed) by finish
-        self.compressor = codec.compressor(codec_name, level)
+        self.codec_name, self.level, self.keyring, self.meta = codec_name, level, keyring, meta
+        self.lines: list[bytes] = []
         self.files = 0
         self.file_bytes = 0
 
     def add(self, entry: ManifestEntry) -> None:
-        self.blob += self.compressor.compress(entry.line())
+        self.lines.append(entry.line())
         self.files += entry.starts_file
         self.file_bytes += entry.size
 
     def finish(self) -> bytes:
-        self.blob += self.compressor.flush()
-        return b"".join(codec.frame([bytes(self.blob)], self.codec_name, self.keyring, **self.meta))
+        return b"".join(pipeline.write(self.lines, self.codec_name, self.level, self.keyring, **self.meta))

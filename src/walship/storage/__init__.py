@@ -7,7 +7,6 @@ and that an object is either absent or complete (never half-written).
 
 from __future__ import annotations
 
-import io
 from abc import ABC, abstractmethod
 from collections import namedtuple
 from collections.abc import Iterable, Iterator
@@ -91,8 +90,3 @@ def open_store(url: str, settings) -> Store:
     raise ConfigError(f"unsupported repository URL {url!r}",
                       "use s3://bucket/prefix or file:///absolute/path")
 
-
-def read_all(stream: io.IOBase | Iterator[bytes]) -> bytes:
-    if hasattr(stream, "read"):
-        return stream.read()  # type: ignore[union-attr]
-    return b"".join(stream)  # type: ignore[arg-type]

@@ -211,7 +211,7 @@ def restore(store: Store, name: str, dest: str, settings, restore_spec: str | No
     os.makedirs(dest, mode=0o700, exist_ok=True)
     os.chmod(dest, 0o700)
     links = _prepare_tablespaces(dest, spec(store, backup.name), restore_spec)
-    extraction = untar.Extraction(dest, f"WAL-E backup {backup.name}", tuple(links))
+    extraction = untar.Extraction(dest, tuple(links))
     workers = max(1, min(getattr(settings, "backup_concurrency", 1) or 1, len(keys)))
 
     def extract(key: str) -> None:

@@ -1,0 +1,206 @@
+"""The byte pipeline: every stored object is written, and read back, by one chain of small stages.
+
+    write:  plaintext -> compress -> seal (with a key ring) -> header + payload
+    read:   header + payload -> unseal -> decompress -> verify (size, SHA-256: when the header has them)
+
+A stage is a generator from chunks to chunks, so a chain streams whatever its
+length: a 16 MiB WAL segment is one chunk through it, a backup part thousands.
+Whole objects (WAL, history files) and streams (backup parts, manifests) go
+through the same writer and the same reader; `count` and `hashed` are the stages
+a caller adds to watch bytes pass (progress, stored size, digests). The model is
+pgBackRest's filter group (src/common/io/filter/), in far fewer lines: Python
+generators already are its buffers and its "done" flag.
+
+Reading hands chunks on as the decompressor produced them (no join, no copy):
+a restore writes them to disk as they come (backup/extract.py).
+The envelope itself (magic, header, codecs) is codec.py's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+
+from walship import codec
+from walship.errors import IntegrityError
+
+
+# --- stages ------------------------------------------------------------------
+
+def compress(chunks: Iterable[bytes], codec_name: str, level: int | None = None) -> Iterator[bytes]:
+    """The chunks compressed with codec_name, ending with a complete frame."""
+    compressor = codec.compressor(codec_name, level)
+    for chunk in chunks:
+        out = compressor.compress(chunk)
+        if out:
+            yield out
+    tail = compressor.flush()
+    if tail:
+        yield tail
+
+
+def seal(chunks: Iterable[bytes], header: bytes, keyring) -> Iterator[bytes]:
+    """The chunks encrypted with the key ring's current key, the object's header authenticated with them."""
+    from walship import crypto
+    return crypto.encrypt(chunks, keyring.current, header)
+
+
+def unseal(chunks: Iterable[bytes], meta: dict, header: bytes, keyring, name: str) -> Iterable[bytes]:
+    """The payload decrypted and authenticated when the header says it is sealed; as is otherwise."""
+    enc = meta.get("enc")
+    if not enc:
+        return chunks
+    from walship import crypto
+    if enc.get("alg") != crypto.ALGORITHM:
+        raise IntegrityError(f"{name} is encrypted with an unknown scheme {enc.get('alg')!r}")
+    if keyring is None:
+        raise IntegrityError(f"{name} is encrypted (key {enc.get('kid')}) but no encryption key is configured",
+                             "set WALSHIP_ENCRYPTION_KEY_FILE (or _KEY / _KEY_COMMAND)")
+    return crypto.decrypt(chunks, keyring.key_for(enc.get("kid", ""), name), header, name)
+
+
+def decompress(chunks: Iterable[bytes], codec_name: str, name: str = "object") -> Iterator[bytes]:
+    """Decompress a payload in pieces of at most codec.OUTPUT_CHUNK bytes, whatever the ratio;
+    IntegrityError if it is corrupt, truncated, or has data after its end."""
+    if codec_name == "none":
+        yield from chunks
+        return
+    dec = codec.decompressor(codec_name)
+    try:
+        for chunk in chunks:
+            if not chunk:
+                continue
+            if dec.eof:
+                raise IntegrityError(f"{name} is corrupt: data after the end of the compressed stream")
+            yield from _inflate(dec, chunk)
+            if dec.eof and dec.unused_data:
+                raise IntegrityError(f"{name} is corrupt: data after the end of the compressed stream")
+    except IntegrityError:
+        raise
+    except Exception as exc:  # ZstdError, RuntimeError (lz4), zlib.error, EOFError
+        raise IntegrityError(f"{name} is corrupt: {codec_name} decompression failed ({exc})") from None
+    if not dec.eof:
+        raise IntegrityError(f"{name} is truncated: the {codec_name} stream ends early")
+
+
+def _inflate(dec, data: bytes) -> Iterator[bytes]:
+    """All the output of one input chunk, codec.OUTPUT_CHUNK bytes at a time."""
+    out = dec.decompress(data, codec.OUTPUT_CHUNK)
+    if out:
+        yield out
+    if hasattr(dec, "unconsumed_tail"):                      # zlib keeps unused input for the next call
+        while not dec.eof and (dec.unconsumed_tail or len(out) == codec.OUTPUT_CHUNK):
+            out = dec.decompress(dec.unconsumed_tail, codec.OUTPUT_CHUNK)
+            if not out and not dec.unconsumed_tail:
+                break
+            if out:
+                yield out
+    else:                                                    # zstd and lz4 keep it inside
+        while not dec.eof and not dec.needs_input:
+            out = dec.decompress(b"", codec.OUTPUT_CHUNK)
+            if out:
+                yield out
+
+
+class Tally:
+    """A byte total that a count stage adds to."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        self.total += n
+
+
+def count(chunks: Iterable[bytes], add: Callable[[int], object]) -> Iterator[bytes]:
+    """The chunks unchanged; add(len) for each as it passes."""
+    for chunk in chunks:
+        add(len(chunk))
+        yield chunk
+
+
+def hashed(chunks: Iterable[bytes], digest) -> Iterator[bytes]:
+    """The chunks unchanged, fed to digest (a hashlib object) as they pass."""
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+
+
+def verify(chunks: Iterable[bytes], meta: dict, name: str) -> Iterator[bytes]:
+    """The chunks unchanged; IntegrityError at their end unless they have the header's size and SHA-256."""
+    if "size" not in meta and "sha256" not in meta:
+        yield from chunks                                    # streams and sealed objects: nothing to compare
+        return
+    digest, size = hashlib.sha256(), Tally()
+    yield from count(hashed(chunks, digest), size.add)
+    if "size" in meta and size.total != meta["size"]:
+        raise IntegrityError(f"{name} is corrupt: {size.total} bytes instead of {meta['size']}")
+    if "sha256" in meta and digest.hexdigest() != meta["sha256"]:
+        raise IntegrityError(f"{name} is corrupt: SHA-256 mismatch")
+
+
+# --- the writer and the reader -----------------------------------------------
+
+def write(chunks: Iterable[bytes], codec_name: str, level: int | None = None, keyring=None,
+          **meta) -> Iterator[bytes]:
+    """A stored object: its header, then the chunks compressed, and sealed when a key ring is given.
+    meta goes into the header (the key id is added when sealed)."""
+    if keyring is not None:
+        from walship import crypto
+        meta = {**meta, "enc": {"alg": crypto.ALGORITHM, "kid": keyring.current_id}}
+    header = codec.encode_header({"codec": codec_name, **meta})
+    yield header
+    payload = compress(chunks, codec_name, level)
+    yield from (seal(payload, header, keyring) if keyring is not None else payload)
+
+
+def read(chunks: Iterable[bytes], name: str = "object", keyring=None) -> tuple[dict, Iterator[bytes]]:
+    """The header of a stored object and its plaintext: decrypted, decompressed, verified as it is read
+    (a consumer must read to the end: the last checks run there)."""
+    meta, header, payload = split(chunks, name)
+    plain = decompress(unseal(payload, meta, header, keyring, name), meta["codec"], name)
+    return meta, verify(plain, meta, name)
+
+
+def split(chunks: Iterable[bytes], name: str = "object") -> tuple[dict, bytes, Iterator[bytes]]:
+    """(header as a dict, header bytes, payload chunks) of a stored object given as chunks."""
+    it = iter(chunks)
+    buf = b""
+    probe = len(codec.MAGIC) + codec.LENGTH.size
+    while True:
+        if len(buf) >= probe:
+            if buf[:len(codec.MAGIC)] != codec.MAGIC:
+                codec.parse_header(buf, name)  # raises the right error
+            (length,) = codec.LENGTH.unpack_from(buf, len(codec.MAGIC))
+            if len(buf) >= probe + length:
+                meta, offset = codec.parse_header(buf, name)
+                rest = buf[offset:]
+
+                def payload() -> Iterator[bytes]:
+                    if rest:
+                        yield rest
+                    yield from it
+                return meta, buf[:offset], payload()
+        try:
+            buf += next(it)
+        except StopIteration:
+            codec.parse_header(buf, name)  # raises: truncated
+            raise IntegrityError(f"{name} has a truncated header") from None
+
+
+# --- whole objects (WAL, history files) --------------------------------------
+
+def pack(data: bytes, codec_name: str, level: int | None = None, keyring=None, sha256: str | None = None,
+         **meta) -> bytes:
+    """A stored object holding data. Unencrypted objects carry size and SHA-256 in the header
+    (a conflicting push is then recognised from the header alone); encrypted ones carry
+    neither in the clear: the AEAD authenticates their content."""
+    if keyring is None:
+        meta = {"size": len(data), "sha256": sha256 or hashlib.sha256(data).hexdigest(), **meta}
+    return b"".join(write([data], codec_name, level, keyring, **meta))
+
+
+def unpack(blob: bytes, name: str = "object", keyring=None) -> bytes:
+    """The original bytes, authenticated (encrypted) or checked against size and SHA-256."""
+    _, plain = read([blob], name, keyring)
+    return b"".join(plain)
