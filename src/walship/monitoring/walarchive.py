@@ -28,7 +28,7 @@ from walship.pg.walnames import Segment, format_lsn, history_name, parse_lsn, se
 from walship.repo import walindex
 
 if TYPE_CHECKING:
-    from walship.backup.catalog import BackupInfo
+    from walship.repo.catalog import BackupInfo
     from walship.crypto import Keyring
     from walship.storage import Store
 

@@ -13,16 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from walship.errors import WalshipError
-from walship.layout import WAL_PREFIX
+from walship.pg import walnames
 from walship.pg.walnames import (DEFAULT_SEGMENT_SIZE, Segment, history_name, history_timeline, is_segment,
                                  parse_history)
-from walship.walecompat.wal import WALE_WAL_PREFIX
+from walship.repo.layout import WAL_PREFIX, WALE_WAL_PREFIX, wal_name_of_key, wale_wal_name_of_key
 
 if TYPE_CHECKING:
     from walship.crypto import Keyring
+    from walship.repo.catalog import BackupInfo
     from walship.storage import Store
-
-WALE_SUFFIX = ".lzo"
 
 
 class History(tuple):
@@ -75,12 +74,30 @@ def list_wal(store: Store) -> WalListing:
     """Every archived segment and history file (walship's and WAL-E's); .backup and .partial are left out."""
     listing = WalListing()
     for info in store.list(WALE_WAL_PREFIX):
-        name = info.key[len(WALE_WAL_PREFIX):]
-        if name.endswith(WALE_SUFFIX):
-            listing.add(name[:-len(WALE_SUFFIX)], info.key, info.mtime)
+        name = wale_wal_name_of_key(info.key)
+        if name is not None:
+            listing.add(name, info.key, info.mtime)
     for info in store.list(WAL_PREFIX):
-        listing.add(info.key[len(WAL_PREFIX):], info.key, info.mtime)
+        listing.add(wal_name_of_key(info.key), info.key, info.mtime)
     return listing
+
+
+def obsolete_wal(names: list[str], keep: list[BackupInfo]) -> list[str]:
+    """The WAL file names retention deletes: segments, partial segments and .backup files before the start
+    segment of the oldest kept backup, on every timeline (names compare by their log/segment digits,
+    whatever the timeline and segment size). History files are always kept: a few bytes each, and
+    recovery needs the whole chain.
+
+    >>> class Kept: start_wal = "000000020000000000000005"
+    >>> obsolete_wal(["000000010000000000000004", "000000010000000000000005", "00000002.history",
+    ...               "000000010000000000000003.00000028.backup", "x"], [Kept()])
+    ['000000010000000000000004', '000000010000000000000003.00000028.backup']
+    """
+    if not keep:
+        return []
+    boundary = min(b.start_wal[8:24] for b in keep)
+    return [n for n in names
+            if not walnames.HISTORY_RE.match(n) and walnames.is_archivable(n) and n[8:24] < boundary]
 
 
 def segment_size(store: Store, listing: WalListing, keyring: Keyring | None = None) -> tuple[int, str]:
