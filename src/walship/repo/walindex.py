@@ -10,7 +10,7 @@ once. The server is never asked, and 16 MiB is never assumed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from walship.errors import WalshipError
 from walship.pg import walnames
@@ -19,7 +19,6 @@ from walship.pg.walnames import (DEFAULT_SEGMENT_SIZE, Segment, history_name, hi
 from walship.repo.layout import WAL_PREFIX, WALE_WAL_PREFIX, wal_name_of_key, wale_wal_name_of_key
 
 if TYPE_CHECKING:
-    from walship.crypto import Keyring
     from walship.repo.catalog import BackupInfo
     from walship.storage import Store
 
@@ -100,9 +99,12 @@ def obsolete_wal(names: list[str], keep: list[BackupInfo]) -> list[str]:
             if not walnames.HISTORY_RE.match(n) and walnames.is_archivable(n) and n[8:24] < boundary]
 
 
-def segment_size(store: Store, listing: WalListing, keyring: Keyring | None = None) -> tuple[int, str]:
+def segment_size(store: Store, listing: WalListing, read_wal: Callable[[str], bytes]) -> tuple[int, str]:
     """(segment size, where it came from): the repository's record, else a stored segment; only a
-    repository whose every segment is unreadable falls back to what the names allow."""
+    repository whose every segment is unreadable falls back to what the names allow.
+
+    read_wal(name): a WAL file's content as wal-fetch restores it (archive.fetch.download, given by the
+    caller: the archive layer sits above this one)."""
     from walship.repo import record
     stored = record.read(store)
     if stored is not None and stored.wal_segment_size:
@@ -123,10 +125,9 @@ def segment_size(store: Store, listing: WalListing, keyring: Keyring | None = No
         if isinstance(meta.get("size"), int) and meta["size"] > 0:
             return meta["size"], f"header of {key}"
     # Encrypted objects keep no size in the clear and WAL-E's are lzop: read one back.
-    from walship.archive.fetch import download
     for name in (names[-1], names[0]):
         try:
-            return len(download(store, name, keyring)), f"content of {name}"
+            return len(read_wal(name)), f"content of {name}"
         except WalshipError:
             continue
     return largest_size_the_names_allow(names), "guessed from the names (no segment readable)"
@@ -159,16 +160,15 @@ def segment_numbers(listing: WalListing, size: int) -> dict[int, dict[int, float
     return out
 
 
-def read_histories(store: Store, listing: WalListing,
-                   keyring: Keyring | None = None) -> tuple[dict[int, History], dict[int, str]]:
+def read_histories(listing: WalListing, read_wal: Callable[[str], bytes]
+                   ) -> tuple[dict[int, History], dict[int, str]]:
     """(timeline -> its parent and branch point, timeline -> why its history could not be read)."""
-    from walship.archive.fetch import download
     found: dict[int, History] = {}
     errors: dict[int, str] = {}
     for timeline, (_key, mtime) in sorted(listing.histories.items()):
         name = history_name(timeline)
         try:
-            entries = parse_history(download(store, name, keyring).decode("utf-8", "replace"))
+            entries = parse_history(read_wal(name).decode("utf-8", "replace"))
         except WalshipError as exc:
             errors[timeline] = exc.one_line()
             continue

@@ -193,7 +193,8 @@ class LocalStore(Store):
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    folders.append(f"{folder}{entry.name}/")
+                    if _holds_a_file(entry.path):     # S3 has no empty folders: neither does a listing here
+                        folders.append(f"{folder}{entry.name}/")
                 elif not entry.name.endswith(_TMP_SUFFIX):
                     st = entry.stat()
                     objects.append(ObjectInfo(folder + entry.name, st.st_size, st.st_mtime))
@@ -234,6 +235,14 @@ class LocalStore(Store):
                 raise self._fail(exc, "deleting", key) from None
         for d in dirs:
             _fsync_dir(d) if os.path.isdir(d) else None
+
+
+def _holds_a_file(directory: str) -> bool:
+    """Whether an object is stored anywhere below directory (stops at the first one found)."""
+    for _dirpath, _dirnames, filenames in os.walk(directory):
+        if any(not name.endswith(_TMP_SUFFIX) for name in filenames):
+            return True
+    return False
 
 
 def _write_all(fd: int, data) -> None:
