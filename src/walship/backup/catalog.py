@@ -114,15 +114,10 @@ class WalshipBackups(BackupSource):
 
 def open_catalog(store) -> Catalog:
     """The catalog of every backup in the repository: walship's and WAL-E's."""
-    from walship.walecompat.backups import WaleBackups
+    from walship.walecompat.backups import WaleBackups     # lzop and tar readers: only once a catalog is opened
     return Catalog(store, [WalshipBackups(store), WaleBackups(store)])
 
 
 def list_backups(store) -> list[BackupInfo]:
     """Every complete backup in the repository, oldest first (walship's and WAL-E's)."""
     return open_catalog(store).list()
-
-
-def find(store, name: str) -> BackupInfo:
-    """The complete backup called name, or the newest one for LATEST."""
-    return open_catalog(store).find(name)
