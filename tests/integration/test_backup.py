@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import require_version
 from tests.support import pg, restore
 from tests.support.restore import STAMPED
+from walship.repo.layout import backup_name_of_key
 
 _file_repo = restore.file_repo
 _primary = restore.primary
@@ -45,13 +46,13 @@ def test_a_backup_killed_midway_is_never_listed_and_the_next_one_cleans_up(clust
         time.sleep(0.01)
     push.kill()
     assert push.wait() == -9, "backup-push finished before it could be killed: make the table bigger"
-    [dead] = {k.split("/")[1] for k in _repo_keys(repo_env) if k.startswith("backups/")}
+    [dead] = {backup_name_of_key(k) for k in _repo_keys(repo_env) if k.startswith("backups/")}
     assert "locks/backups.lock" in _repo_keys(repo_env)
     assert _backups(repo_env) == []
 
     _backup_push(primary)                    # breaks the dead process's lock, removes its objects
     [backup] = _backups(repo_env)
-    assert {k.split("/")[1] for k in _repo_keys(repo_env) if k.startswith("backups/")} == {backup["name"]}
+    assert {backup_name_of_key(k) for k in _repo_keys(repo_env) if k.startswith("backups/")} == {backup["name"]}
     assert backup["name"] != dead
     assert "locks/backups.lock" not in _repo_keys(repo_env)
 
@@ -88,7 +89,7 @@ def test_retention_deletes_exactly_the_older_backups_and_the_wal_only_they_need(
     assert r.returncode == 0, r.stderr
     boundary = kept["start_wal"][8:24]
     expected = {k for k in before
-                if not k.startswith((f"backups/{old1['name']}/", f"backups/{old2['name']}/"))
+                if backup_name_of_key(k) not in (old1["name"], old2["name"])
                 and not (k.startswith("wal/") and k != history and k[len("wal/"):][8:24] < boundary)}
     assert _repo_keys(repo_env) == expected
     assert history in expected and f"wal/{kept['start_wal']}" in expected

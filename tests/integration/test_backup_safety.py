@@ -167,6 +167,6 @@ def test_a_second_cluster_is_refused_the_first_ones_repository_with_nothing_writ
     r, _ = _push(second)
     assert r.returncode == 4, r.stderr
     ids = [cl.scalar("SELECT system_identifier::text FROM pg_control_system()") for cl in (first, second)]
-    _one_line(r, *ids, "nothing was written")
+    _one_line(r, *ids, "backup-push wrote nothing")
     assert _repo_keys(repo_env) == before
     assert len(_backups(repo_env)) == 1

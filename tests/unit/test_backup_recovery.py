@@ -9,7 +9,9 @@ import os
 import pytest
 
 from walship import pipeline
-from walship.backup import catalog, fetch, recovery, timelines, walk
+from walship.backup import fetch, recovery, timelines, walk
+from walship.backup.catalog import Marker
+from walship.repo import catalog
 from walship.errors import ConfigError
 from walship.storage.local import LocalStore
 
@@ -105,10 +107,10 @@ def test_a_copy_turns_archiving_off_and_says_why(tmp_path):
 
 
 def test_a_completion_marker_written_before_next_xid_existed_still_reads():
-    doc = json.loads(catalog.Marker(B1, 2, 10, "zstd", {}).to_json())
-    assert catalog.Marker.from_json(json.dumps(doc).encode(), "m").info.next_xid == 800
+    doc = json.loads(Marker(B1, 2, 10, "zstd", {}).to_json())
+    assert Marker.from_json(json.dumps(doc).encode(), "m").info.next_xid == 800
     del doc["next_xid"]
-    assert catalog.Marker.from_json(json.dumps(doc).encode(), "m").info.next_xid is None
+    assert Marker.from_json(json.dumps(doc).encode(), "m").info.next_xid is None
 
 
 def test_the_restore_marker_is_not_part_of_a_backup(tmp_path):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from walship.backup import retention
-from walship.backup.catalog import BackupInfo
+from walship.repo.catalog import BackupInfo
 from walship.errors import ConfigError
+from walship.repo.walindex import obsolete_wal
 
 
 def backup(name: str, start_wal: str, stop_time: float) -> BackupInfo:
@@ -42,5 +43,5 @@ def test_wal_before_the_oldest_kept_start_goes_on_every_timeline_and_history_sta
     names = ["000000010000000000000009", "00000001000000000000000A", "00000002000000000000000B",
              "000000010000000000000009.partial", "000000010000000000000009.00000028.backup",
              "00000002.history", "000000020000000100000000"]
-    assert retention.obsolete_wal(names, "00000002000000000000000A") == [
+    assert obsolete_wal(names, [backup("kept", "00000002000000000000000A", 0)]) == [
         "000000010000000000000009", "000000010000000000000009.partial", "000000010000000000000009.00000028.backup"]

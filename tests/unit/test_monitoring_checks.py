@@ -1,4 +1,4 @@
-from walship.backup.catalog import BackupInfo
+from walship.repo.catalog import BackupInfo
 from walship.monitoring.checks import ArchiveThresholds, check_archive, check_backup
 from walship.monitoring.pgfacts import ArchiverFacts
 from walship.monitoring.plugin import CRITICAL, OK, UNKNOWN, WARNING

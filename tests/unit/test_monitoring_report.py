@@ -3,7 +3,7 @@ import os
 import pytest
 
 from walship.archive.push import PushResult
-from walship.backup.catalog import BackupInfo
+from walship.repo.catalog import BackupInfo
 from walship.config import Settings
 from walship.errors import StoreError
 from walship.monitoring import icinga, metrics, report

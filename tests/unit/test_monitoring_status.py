@@ -5,8 +5,8 @@ import json
 import pytest
 
 from walship import pipeline
-from walship.backup import objects
-from walship.backup.catalog import BackupInfo, Marker
+from walship.backup.catalog import Marker, write_marker
+from walship.repo.catalog import BackupInfo
 from walship.config import Settings
 from walship.errors import PostgresError
 from walship.monitoring import pgfacts, status
@@ -37,7 +37,7 @@ def repository(tmp_path, segments, histories=(), backups=()):
     for tli, text in histories:
         store.put(f"wal/{tli:08X}.history", pipeline.pack(text.encode(), "none"))
     for b in backups:
-        store.put(objects.marker_key(b.name), Marker(b, 0, 0, "none", {}).to_json())
+        write_marker(store, b.name, Marker(b, 0, 0, "none", {}))
     return store
 
 

@@ -1,7 +1,7 @@
 """The WAL archive on synthetic listings: gaps, windows across timeline switches, forks, segment size."""
 
 from walship import codec, pipeline
-from walship.backup.catalog import BackupInfo
+from walship.repo.catalog import BackupInfo
 from walship.config import Settings
 from walship.monitoring import walarchive
 from walship.pg.walnames import format_lsn

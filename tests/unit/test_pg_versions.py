@@ -68,7 +68,7 @@ class _StartedBackup(Exception):
 def pushing_to_a_server_of(monkeypatch, tmp_path):
     """backup-push against a server whose server_version_num is given; returns (push, the repository root)."""
     from walship.backup import push as push_module
-    from walship.backup.lock import RepositoryLock
+    from walship.repo.lock import RepositoryLock
     from walship.config import Settings
     from walship.pg import backup_api
     from walship.storage import open_store

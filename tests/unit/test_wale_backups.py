@@ -16,10 +16,16 @@ from tests.support.lzop import lzop_c
 from walship.config import Settings
 from walship.errors import ConfigError, IntegrityError
 from walship.storage.local import LocalStore
+from walship.repo.catalog import BackupNotFound, Catalog
 from walship.walecompat import backups
 
 HOT = "base_000000010000000200000034_00000040"          # pg_start_backup at 2/34000028 (decimal offset 40)
 OFFLINE = "base_000000010000000000000015_00000015"       # --while-offline with REDO at 0/1500718
+
+
+def catalogued(store, name):
+    """The WAL-E backup as the repository's catalog (WAL-E's source alone) lists it."""
+    return Catalog(store, [backups.WaleBackups(store)]).find(name)
 
 
 def tar_bytes(members) -> bytes:
@@ -110,7 +116,7 @@ def test_listing_shows_complete_backups_only_oldest_first(store):
             hot.size) == ("wal-e", 1, "000000010000000200000034", "000000010000000200000034", "2/34000028",
                           "2/34000028", 150018, 12345)
     assert hot.stored_size > 0
-    assert backups.find(store, "LATEST").name == HOT
+    assert catalogued(store, "LATEST").name == HOT
 
 
 def test_a_corrupt_sentinel_is_named(store):
@@ -128,7 +134,7 @@ def test_restore_brings_back_files_modes_and_an_empty_wal_directory(store, tmp_p
                                      entry("readonly.txt", content=b"r", mode=0o400))
                  + [[entry("base/1/2608", content=b"second partition", mode=0o600)]])
     dest = tmp_path / "restore"
-    info = backups.restore(store, HOT, str(dest), Settings(backup_concurrency=2))
+    info = backups.restore(store, catalogued(store, HOT), str(dest), Settings(backup_concurrency=2))
     assert info.name == HOT
     assert (dest / "base/1/1259").read_bytes() == b"heap" * 2048
     assert (dest / "base/1/2608").read_bytes() == b"second partition"
@@ -142,7 +148,7 @@ def test_a_symlinked_pg_wal_comes_back_as_an_empty_directory(store, tmp_path):
     write_backup(store, HOT, [[entry("PG_VERSION", content=b"15\n"),
                                entry("pg_wal", tarfile.SYMTYPE, linkname="/mnt/wal/15/main")]])
     dest = tmp_path / "restore"
-    backups.restore(store, HOT, str(dest), Settings())
+    backups.restore(store, catalogued(store, HOT), str(dest), Settings())
     assert (dest / "pg_wal").is_dir() and not (dest / "pg_wal").is_symlink()
 
 
@@ -158,14 +164,14 @@ def test_a_symlinked_pg_wal_comes_back_as_an_empty_directory(store, tmp_path):
 def test_hostile_members_are_refused_naming_the_partition(store, tmp_path, member, complaint):
     write_backup(store, HOT, [[entry("base", tarfile.DIRTYPE, mode=0o700), member]])
     with pytest.raises(IntegrityError, match=rf"tar_partitions/part_00000000.tar.lzo .*{complaint}"):
-        backups.restore(store, HOT, str(tmp_path / "restore"), Settings())
+        backups.restore(store, catalogued(store, HOT), str(tmp_path / "restore"), Settings())
     assert not (tmp_path / "escape").exists()
 
 
 def test_a_file_stored_twice_is_refused(store, tmp_path):
     write_backup(store, HOT, [[entry("PG_VERSION", content=b"15\n")], [entry("PG_VERSION", content=b"16\n")]])
     with pytest.raises(IntegrityError, match="PG_VERSION is stored twice"):
-        backups.restore(store, HOT, str(tmp_path / "restore"), Settings())
+        backups.restore(store, catalogued(store, HOT), str(tmp_path / "restore"), Settings())
 
 
 def test_a_corrupt_partition_fails_naming_it(store, tmp_path):
@@ -175,17 +181,17 @@ def test_a_corrupt_partition_fails_naming_it(store, tmp_path):
     blob[len(blob) // 2] ^= 0x10
     store.put(key, bytes(blob))
     with pytest.raises(IntegrityError, match=f"WAL-E object {key} in file://.* is corrupt or truncated"):
-        backups.restore(store, HOT, str(tmp_path / "restore"), Settings())
+        backups.restore(store, catalogued(store, HOT), str(tmp_path / "restore"), Settings())
 
 
 def test_a_missing_partition_is_noticed(store, tmp_path):
     write_backup(store, HOT, [[entry("a", content=b"1")], [entry("b", content=b"2")], [entry("c", content=b"3")]])
     store.delete([f"basebackups_005/{HOT}/tar_partitions/part_00000001.tar.lzo"])
     with pytest.raises(IntegrityError, match=r"missing tar partitions \(found \[0, 2\]\)"):
-        backups.restore(store, HOT, str(tmp_path / "restore"), Settings())
+        backups.restore(store, catalogued(store, HOT), str(tmp_path / "restore"), Settings())
     store.delete([f"basebackups_005/{HOT}/tar_partitions/part_0000000{n}.tar.lzo" for n in (0, 2)])
     with pytest.raises(IntegrityError, match="has a stop sentinel but no tar partitions"):
-        backups.restore(store, HOT, str(tmp_path / "restore"), Settings())
+        backups.restore(store, catalogued(store, HOT), str(tmp_path / "restore"), Settings())
 
 
 def test_tablespaces_go_back_to_their_location_or_where_the_restore_spec_says(store, tmp_path):
@@ -197,17 +203,17 @@ def test_tablespaces_go_back_to_their_location_or_where_the_restore_spec_says(st
                entry("pg_tblspc/16385/PG_15_202209061/5/16386", content=b"table in tablespace")]
     write_backup(store, HOT, [members], spec=spec)
 
-    backups.restore(store, HOT, str(tmp_path / "r1"), Settings())
+    backups.restore(store, catalogued(store, HOT), str(tmp_path / "r1"), Settings())
     assert os.readlink(tmp_path / "r1/pg_tblspc/16385") == str(original)
     assert (original / "PG_15_202209061/5/16386").read_bytes() == b"table in tablespace"
 
     # the original location is in use now: refused, and a restore spec moves it
     with pytest.raises(ConfigError, match=f"tablespace 16385 would be restored into {original}/, which is not empty"):
-        backups.restore(store, HOT, str(tmp_path / "r2"), Settings())
+        backups.restore(store, catalogued(store, HOT), str(tmp_path / "r2"), Settings())
     moved = tmp_path / "tblspc-moved"
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps({"16385": {"loc": str(moved)}}))
-    backups.restore(store, HOT, str(tmp_path / "r3"), Settings(), restore_spec=str(spec_file))
+    backups.restore(store, catalogued(store, HOT), str(tmp_path / "r3"), Settings(), restore_spec=str(spec_file))
     assert (tmp_path / "r3/pg_tblspc/16385/PG_15_202209061/5/16386").read_bytes() == b"table in tablespace"
     assert os.readlink(tmp_path / "r3/pg_tblspc/16385") == str(moved)
 
@@ -218,6 +224,6 @@ def test_restore_refuses_a_non_empty_destination_and_an_unknown_name(store, tmp_
     busy.mkdir()
     (busy / "something").write_text("x")
     with pytest.raises(ConfigError, match="is not empty"):
-        backups.restore(store, HOT, str(busy), Settings())
-    with pytest.raises(backups.BackupNotFound, match="no complete WAL-E backup named base_0000000100000009"):
-        backups.restore(store, "base_000000010000000900000001_00000040", str(tmp_path / "x"), Settings())
+        backups.restore(store, catalogued(store, HOT), str(busy), Settings())
+    with pytest.raises(BackupNotFound, match="no complete backup named base_0000000100000009"):
+        catalogued(store, "base_000000010000000900000001_00000040")

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from walship.backup.catalog import BackupInfo
+from walship.repo.catalog import BackupInfo
 from walship.storage.local import LocalStore
-from walship.walecompat import retention
+from walship.walecompat.backups import WaleBackups
 
 OLD = "base_000000010000000000000004_00000040"
 NEW = "base_000000010000000000000009_00000040"
@@ -34,7 +34,7 @@ def store(tmp_path):
 
 
 def test_deleting_the_old_wale_backup_and_the_wal_before_the_oldest_kept_one(store):
-    keys = retention.obsolete_keys(store, delete=[info(OLD, "000000010000000000000004")],
+    keys = WaleBackups(store).obsolete_keys(delete=[info(OLD, "000000010000000000000004")],
                                    keep=[info(NEW, "000000010000000000000009")])
     assert keys[0] == f"basebackups_005/{OLD}_backup_stop_sentinel.json"
     assert set(keys[1:3]) == {f"basebackups_005/{OLD}/extended_version.txt",
@@ -42,7 +42,7 @@ def test_deleting_the_old_wale_backup_and_the_wal_before_the_oldest_kept_one(sto
     assert keys[3:] == [f"wal_005/0000000100000000000000{s:02X}.lzo" for s in range(2, 4)] + \
         ["wal_005/000000010000000000000004.00000028.backup.lzo"] + \
         [f"wal_005/0000000100000000000000{s:02X}.lzo" for s in range(4, 9)]
-    retention.execute(store, keys)
+    WaleBackups(store).execute(keys)
     left = sorted(o.key for o in store.list(""))
     assert f"basebackups_005/{NEW}_backup_stop_sentinel.json" in left
     assert not any(OLD in k for k in left)
@@ -53,11 +53,11 @@ def test_deleting_the_old_wale_backup_and_the_wal_before_the_oldest_kept_one(sto
 def test_a_kept_walship_backup_older_than_the_wale_ones_keeps_their_wal(store):
     # the oldest kept backup of either kind sets the boundary
     walship_backup = info("20261123T080000Z", "000000010000000000000003", source="walship")
-    keys = retention.obsolete_keys(store, delete=[], keep=[walship_backup, info(NEW, "000000010000000000000009")])
+    keys = WaleBackups(store).obsolete_keys(delete=[], keep=[walship_backup, info(NEW, "000000010000000000000009")])
     assert keys == ["wal_005/000000010000000000000002.lzo"]
 
 
 def test_walship_backups_in_the_delete_list_are_not_wales_business(store):
-    keys = retention.obsolete_keys(store, delete=[info("20261101T080000Z", "000000010000000000000001",
+    keys = WaleBackups(store).obsolete_keys(delete=[info("20261101T080000Z", "000000010000000000000001",
                                                        source="walship")], keep=[])
     assert keys == []

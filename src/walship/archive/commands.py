@@ -10,7 +10,7 @@ import time
 
 from walship import logs
 from walship.errors import IntegrityError, NotInArchive
-from walship.layout import quarantine_key, wal_key
+from walship.repo.layout import quarantine_key, wal_key
 from walship.pg.walnames import check_name
 from walship.storage import ObjectExists, ObjectNotFound, Store
 

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 from walship import logs, pipeline
 from walship.archive.spool import PREFETCH_NAME
 from walship.errors import IntegrityError, NotInArchive, WalshipError
-from walship.layout import WAL_PREFIX, wal_key
+from walship.repo.layout import (WAL_PREFIX, WALE_WAL_PREFIX, wal_key, wal_name_of_key, wale_wal_key,
+                                 wale_wal_name_of_key)
 from walship.pg.walnames import (DEFAULT_SEGMENT_SIZE, PARTIAL_RE, Segment, check_name, format_lsn, is_segment,
                                  parse_history)
 from walship.storage import ObjectNotFound, Store
@@ -168,11 +169,9 @@ def check_end_of_archive(store: Store, name: str, keyring: "Keyring | None" = No
         except NotInArchive:
             return None
 
-    from walship.walecompat import wal as wale_wal
     for prefix, start_after, name_of in (
-            (WAL_PREFIX, wal_key(name), lambda key: key[len(WAL_PREFIX):]),
-            (wale_wal.WALE_WAL_PREFIX, wale_wal.wal_key(name),
-             lambda key: key[len(wale_wal.WALE_WAL_PREFIX):].removesuffix(".lzo"))):
+            (WAL_PREFIX, wal_key(name), wal_name_of_key),
+            (WALE_WAL_PREFIX, wale_wal_key(name), lambda key: wale_wal_name_of_key(key) or "")):
         later = (name_of(info.key) for info in store.list(prefix, start_after=start_after))
         after = wal_after(name, later, history, segment_size)
         if after is not None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from walship import codec, logs, pipeline
 from walship.archive import spool
 from walship.errors import IntegrityError, WalshipError
-from walship.layout import wal_key
+from walship.repo.layout import wal_key
 from walship.pg import walheader
 from walship.pg.walnames import Segment, check_name, is_archivable, is_segment
 from walship.repo import record as repo_record

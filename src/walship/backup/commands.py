@@ -20,7 +20,7 @@ def run(command: str, args, settings, store_factory) -> int:
 
 
 def _push(args, settings, store) -> int:
-    from walship.backup.lock import RepositoryLock
+    from walship.repo.lock import RepositoryLock
     from walship.backup.push import backup_push
     from walship.monitoring.hooks import backup_result
 
@@ -94,7 +94,7 @@ def _delete(args, settings, store) -> int:
     if args.dry_run:
         _apply_retention(store, args.retain, args.before, dry_run=True, include_wal_e=args.include_wal_e)
         return 0
-    from walship.backup.lock import RepositoryLock
+    from walship.repo.lock import RepositoryLock
     with RepositoryLock(store, "delete"):
         _apply_retention(store, args.retain, args.before, dry_run=False, include_wal_e=args.include_wal_e)
     return 0
@@ -136,30 +136,29 @@ def _refuse_foreign_cluster(store, pgdata: str | None, conninfo: str | None) -> 
 
 def _apply_retention(store, retain: int | None, before: str | None, dry_run: bool,
                      include_wal_e: bool = False) -> None:
-    from walship.backup import inflight, retention
-    from walship.backup.catalog import list_backups
-    from walship.walecompat import retention as wale_retention
+    from walship.backup import retention
+    from walship.backup.catalog import open_catalog
+    from walship.repo.layout import WAL_PREFIX
+    from walship.repo.lock import remove_leftovers
 
-    inflight.remove_leftovers(store, time.time(), dry_run=dry_run)
-    backups = list_backups(store)
-    chosen = [b for b in backups if include_wal_e or b.source == "walship"]
-    untouched = [b for b in backups if b not in chosen]
-    plan = retention.plan(store, chosen, retain, before, untouched)
-    wale_keys = wale_retention.obsolete_keys(store, plan.delete, plan.keep) if include_wal_e else []
+    remove_leftovers(store, time.time(), dry_run=dry_run)
+    catalog = open_catalog(store)
+    plan = retention.plan(catalog, retain, before, include_wal_e)
+    wal_keys = [k for k in plan.keys.get("walship", []) if k.startswith(WAL_PREFIX)]
+    wale_keys = plan.keys.get("wal-e", [])
     verb = "would delete" if dry_run else "deleting"
     for backup in plan.delete:
         print(f"{verb} backup {backup.name}" + (" (WAL-E)" if backup.source == "wal-e" else ""))
-    if plan.wal_keys:
-        print(f"{verb} {len(plan.wal_keys)} WAL files ({plan.wal_keys[0]} .. {plan.wal_keys[-1]})")
+    if wal_keys:
+        print(f"{verb} {len(wal_keys)} WAL files ({wal_keys[0]} .. {wal_keys[-1]})")
     if wale_keys:
         print(f"{verb} {len(wale_keys)} WAL-E objects")
-    if not (plan.delete or plan.wal_keys or wale_keys):
+    if not (plan.delete or wal_keys or wale_keys):
         print("nothing to delete")
     sys.stdout.flush()
     if not dry_run:
-        retention.execute(store, plan)
-        wale_retention.execute(store, wale_keys)
-        logs.info("retention_applied", f"deleted {len(plan.delete)} backups and {len(plan.wal_keys)} WAL files; "
+        retention.execute(catalog, plan)
+        logs.info("retention_applied", f"deleted {len(plan.delete)} backups and {len(wal_keys)} WAL files; "
                   f"kept {len(plan.keep)} backups")
 
 

@@ -26,14 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 from walship import logs, pipeline
-from walship.backup import catalog, objects, progress, recovery, timelines
+from walship.backup import catalog, progress, recovery, timelines
 from walship.backup.extract import Destination
 from walship.backup.manifest import parse_lines
 from walship.crypto import keyring_from_settings
 from walship.errors import ConfigError
 from walship.restorefs import disk_error, sync_tree
 from walship.pg import restored, walnames
+from walship.repo import layout
 from walship.repo import record as repo_record
+from walship.repo.catalog import BackupInfo, RestoreRequest, choose, utc_text
 
 STREAM_CHUNK = 256 * 1024
 ARCHIVE_TIME_SLACK_S = 1.0      # S3 listings give object times to the second
@@ -59,7 +61,7 @@ class Owner(tuple):
 class Plan:
     """What the restore will do, decided before anything is downloaded."""
 
-    def __init__(self, backup: catalog.BackupInfo, followed: int, chain: list[timelines.TimelineStep],
+    def __init__(self, backup: BackupInfo, followed: int, chain: list[timelines.TimelineStep],
                  end: timelines.ArchiveEnd, diverged: list[str]):
         self.backup = backup
         self.followed = followed
@@ -71,7 +73,7 @@ class Plan:
 def backup_fetch(dest: str, name: str, settings, store, target: recovery.Target,
                  tablespace_map: dict[str, str] | None = None, restore_spec: str | None = None,
                  config_path: str | None = None, progress_mode: str = "auto", as_primary: bool = False,
-                 beyond_archive: bool = False, say: Callable[[str], None] | None = None) -> catalog.BackupInfo:
+                 beyond_archive: bool = False, say: Callable[[str], None] | None = None) -> BackupInfo:
     say = say or _print
     dest = os.path.abspath(dest)
     target.check()                                      # a bad target is refused before anything else
@@ -81,15 +83,12 @@ def backup_fetch(dest: str, name: str, settings, store, target: recovery.Target,
     keyring = keyring_from_settings(settings)
     archive = timelines.Archive(store, keyring, (record.wal_segment_size if record and record.wal_segment_size
                                                  else walnames.DEFAULT_SEGMENT_SIZE))
-    plan = plan_restore(archive, catalog.list_backups(store), name, target, beyond_archive)
+    backups = catalog.open_catalog(store)
+    plan = plan_restore(archive, backups.list(), name, target, beyond_archive)
     backup = plan.backup
     _announce(say, dest, plan, target, as_primary, store.url, owner)
     started = time.time()
-    if backup.source == "wal-e":
-        from walship.walecompat import backups as wale
-        wale.restore(store, backup.name, dest, settings, restore_spec)
-    else:
-        _restore(store, backup.name, dest, settings, tablespace_map or {}, progress_mode, keyring)
+    backups.restore(backup, dest, RestoreRequest(settings, keyring, tablespace_map, restore_spec, progress_mode))
     try:
         _finish(dest, plan, target, store, record, config_path, as_primary, owner, say)
     except OSError as exc:
@@ -102,7 +101,7 @@ def backup_fetch(dest: str, name: str, settings, store, target: recovery.Target,
     return backup
 
 
-def plan_restore(archive: timelines.Archive, backups: list[catalog.BackupInfo], name: str,
+def plan_restore(archive: timelines.Archive, backups: list[BackupInfo], name: str,
                  target: recovery.Target, beyond_archive: bool) -> Plan:
     """Choose the backup and check the timeline and the target against the archive; ConfigError otherwise."""
     requested = target.timeline
@@ -116,12 +115,12 @@ def plan_restore(archive: timelines.Archive, backups: list[catalog.BackupInfo], 
                               f"{', '.join(map(str, known)) if known else 'none'}; or use latest or current")
     paths: dict[str, tuple[int, list[timelines.TimelineStep], str | None]] = {}
 
-    def path_of(backup: catalog.BackupInfo) -> tuple[int, list[timelines.TimelineStep], str | None]:
+    def path_of(backup: BackupInfo) -> tuple[int, list[timelines.TimelineStep], str | None]:
         if backup.name not in paths:
             paths[backup.name] = _timeline_path(archive, backup, requested)
         return paths[backup.name]
 
-    backup = catalog.choose(backups, name, target, lambda b: path_of(b)[2])
+    backup = choose(backups, name, target, lambda b: path_of(b)[2])
     followed, chain, _ = path_of(backup)
     end = archive.end_of(chain)
     if not beyond_archive:
@@ -129,7 +128,7 @@ def plan_restore(archive: timelines.Archive, backups: list[catalog.BackupInfo], 
     return Plan(backup, followed, chain, end, archive.diverged(chain))
 
 
-def _timeline_path(archive: timelines.Archive, backup: catalog.BackupInfo, requested: str | None
+def _timeline_path(archive: timelines.Archive, backup: BackupInfo, requested: str | None
                    ) -> tuple[int, list[timelines.TimelineStep], str | None]:
     """(timeline followed, its history, why this backup cannot start that recovery or None)."""
     if requested not in (None, "latest", "current"):
@@ -150,7 +149,7 @@ def _check_within_archive(target: recovery.Target, end: timelines.ArchiveEnd, fo
         raise ConfigError(f"the target LSN {target.lsn} is beyond the archived WAL on timeline {followed} "
                           f"({held})", hint)
     if target.kind == "time" and (end.mtime is None or target.moment.timestamp() > end.mtime + ARCHIVE_TIME_SLACK_S):
-        held = (f"its newest segment {end.segment} was archived at {catalog.utc_text(end.mtime)}"
+        held = (f"its newest segment {end.segment} was archived at {utc_text(end.mtime)}"
                 if end.mtime is not None else "none")
         raise ConfigError(f"the target time {recovery.pg_timestamp(target.moment)} is after the archived WAL on "
                           f"timeline {followed} ({held})", hint)
@@ -161,9 +160,9 @@ def _announce(say: Callable[[str], None], dest: str, plan: Plan, target: recover
     backup = plan.backup
     say(f"restoring backup {backup.name} into {dest}")
     say(f"  backup: timeline {backup.timeline}, WAL {backup.start_wal} .. {backup.stop_wal}, consistent at "
-        f"{backup.stop_lsn} ({catalog.utc_text(backup.stop_time)})")
+        f"{backup.stop_lsn} ({utc_text(backup.stop_time)})")
     path = " -> ".join(str(s.timeline) for s in plan.chain)
-    held = (f"the archive holds WAL up to {plan.end.segment} (archived {catalog.utc_text(plan.end.mtime)})"
+    held = (f"the archive holds WAL up to {plan.end.segment} (archived {utc_text(plan.end.mtime)})"
             if plan.end.segment else "the archive holds no WAL on that timeline yet")
     say(f"  recovery: replays WAL from {backup.start_wal} following timeline {plan.followed} "
         f"(history {path}); {held}")
@@ -287,7 +286,7 @@ def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progr
         def extract(number: int) -> None:
             destination.extract_part(part_stream(store, name, number, keyring),
                                      part_manifest(store, name, number, keyring),
-                                     f"{objects.part_key(name, number)} in {store.url}", bar)
+                                     f"{layout.part_key(name, number)} in {store.url}", bar)
 
         with ThreadPoolExecutor(max_workers=settings.backup_concurrency, thread_name_prefix="restore-part") as pool:
             futures = [pool.submit(extract, n) for n in range(marker.parts)]
@@ -306,14 +305,14 @@ def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progr
 
 def part_stream(store, name: str, number: int, keyring=None) -> Iterator[bytes]:
     """A part's tar stream as chunks of at most 1 MiB: read, decrypted, decompressed and checked as it goes."""
-    key = objects.part_key(name, number)
+    key = layout.part_key(name, number)
     _, plain = pipeline.read(store.stream(key, chunk_size=STREAM_CHUNK), key, keyring)
     return plain
 
 
 def part_manifest(store, name: str, number: int, keyring=None):
     """A part's manifest entries, in tar order."""
-    key = objects.part_manifest_key(name, number)
+    key = layout.part_manifest_key(name, number)
     _, plain = pipeline.read([store.get(key)], key, keyring)
     return parse_lines(plain, key)
 

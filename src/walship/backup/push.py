@@ -4,7 +4,7 @@
     can WAL reach the repository?              -> archive_mode, pg_stat_archiver, a forced segment switch
                                                   and a short wait for that segment in the repository
     take the repository lock
-    pg_backup_start (one session, held open)   -> name the backup, announce it (inflight.Heartbeat)
+    pg_backup_start (one session, held open)   -> name the backup, announce it (RepositoryLock.announce)
     walk PGDATA -> parts of ~backup_part_size  -> `backup_concurrency` workers each read, tar,
                                                   hash, compress and upload one part and its manifest
                                                   (and verify page checksums, when the cluster has them)
@@ -45,15 +45,16 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from walship import logs, pipeline
 from walship.crypto import keyring_for_writing
-from walship.backup import inflight, objects, progress, tarstream, walk
-from walship.backup.catalog import BackupInfo, Marker
-from walship.backup.lock import RepositoryLock
+from walship.backup import progress, tarstream, walk
+from walship.backup.catalog import Marker, write_marker
 from walship.backup.manifest import ManifestEntry
 from walship.errors import PostgresError, WalshipError
-from walship.layout import wal_key
+from walship.repo.layout import backup_prefix, part_key, part_manifest_key, wal_key
 from walship.pg import backup_api, versions, walnames
 from walship.pg.conn import connect
 from walship.repo import record as repo_record
+from walship.repo.catalog import BackupInfo
+from walship.repo.lock import RepositoryLock, remove_leftovers
 from walship.storage import ObjectExists
 
 if TYPE_CHECKING:
@@ -106,20 +107,19 @@ def backup_push(pgdata: str, settings, store, lock: Callable[[], RepositoryLock]
             _check_archiving(conn, store, "this server")
         pages = _page_check_wanted(conn, settings)
         with lock() as held:
-            return _push_locked(conn, facts, pgdata, settings, store, progress_mode, held.check, primary, pages)
+            return _push_locked(conn, facts, pgdata, settings, store, progress_mode, held, primary, pages)
 
 
 def _push_locked(conn, facts: backup_api.ServerFacts, pgdata: str, settings, store, progress_mode: str,
-                 before_marker: Callable[[], None], primary: str | None,
+                 held: RepositoryLock, primary: str | None,
                  pages: backup_api.PageLayout | None) -> BackupInfo:
-    """From pg_backup_start to the completion marker; before_marker() may raise to keep it unmarked."""
+    """From pg_backup_start to the completion marker; held.check() may raise to keep it unmarked."""
     started = time.time()
     start = backup_api.start_backup(conn, facts.version, f"walship {_utc(started, '%Y-%m-%dT%H:%M:%SZ')}")
     start_wal = walnames.segment_name_of(walnames.parse_lsn(start.lsn), facts.timeline, facts.wal_segment_size)
     name = f"base_{_utc(started, '%Y%m%dT%H%M%SZ')}_{start_wal}"
-    heartbeat = inflight.Heartbeat(store, name)
     try:
-        heartbeat.start()
+        heartbeat = held.announce(name)       # refreshed by the lock's own heartbeat
     except ObjectExists:
         raise WalshipError(f"another backup named {name} is being taken", "wait for it to finish") from None
     page_check = None
@@ -127,8 +127,8 @@ def _push_locked(conn, facts: backup_api.ServerFacts, pgdata: str, settings, sto
         from walship.pg.checksums import PageCheck     # numpy: only for clusters with data checksums
         page_check = PageCheck(walnames.parse_lsn(start.lsn), pages.blocks_per_segment)
     try:
-        inflight.remove_leftovers(store, time.time(), keep=name)
-        info = _take(conn, facts, pgdata, name, started, settings, store, progress_mode, before_marker,
+        remove_leftovers(store, time.time(), keep=name)
+        info = _take(conn, facts, pgdata, name, started, settings, store, progress_mode, held.check,
                      primary, page_check)
     except BaseException:
         heartbeat.stop()                 # first: a last beat must not re-announce what is removed
@@ -180,7 +180,7 @@ def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: 
                     bad_pages={n: sorted(b) for n, b in page_check.bad.items()} if page_check else None,
                     pages_checked=page_check.pages_checked if page_check else None)
     before_marker()
-    store.put(objects.marker_key(name), marker.to_json())
+    write_marker(store, name, marker)
     return info
 
 
@@ -348,7 +348,7 @@ def _segments(start_wal: str, stop_wal: str, segment_size: int) -> list[str]:
 def _remove_unfinished(store, name: str) -> None:
     """Best effort: what the next backup-push would otherwise remove."""
     try:
-        store.delete([o.key for o in store.list(objects.prefix(name))])
+        store.delete([o.key for o in store.list(backup_prefix(name))])
     except Exception as exc:
         logs.warning("cleanup_failed", f"could not remove the unfinished backup {name}: {exc}", backup=name)
 
@@ -405,9 +405,9 @@ class _Uploader:
         stored = pipeline.Tally()
         tar = pipeline.count(make_chunks(manifest.add), self.bar.advance)
         body = pipeline.write(tar, self.codec, self.level, self.keyring, backup=self.name, part=number)
-        self.store.put(objects.part_key(self.name, number), pipeline.count(body, stored.add))
+        self.store.put(part_key(self.name, number), pipeline.count(body, stored.add))
         manifest_blob = manifest.finish()
-        self.store.put(objects.part_manifest_key(self.name, number), manifest_blob)
+        self.store.put(part_manifest_key(self.name, number), manifest_blob)
         self.stats.add(manifest.file_bytes, stored.total + len(manifest_blob), manifest.files)
 
 

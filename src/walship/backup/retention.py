@@ -1,18 +1,14 @@
-"""Retention: which backups to delete, and the WAL no kept backup needs.
+"""Retention: which backups to delete; each backup source names and deletes its own keys.
 
-This module deletes walship's own objects (backups/, wal/). WAL-E's backups
-take part in the choice only with --include-wal-e, and their objects
-(basebackups_005/, wal_005/) are then deleted by walship.walecompat.retention;
-without it they are all kept, and so is the wal/ they may need (a WAL-E
+The choice is walship's, over the backups of both kinds, oldest first; WAL-E's
+backups take part in it only with --include-wal-e. Without it they are all kept,
+no WAL-E object is deleted, and the wal/ they may need is kept too (a WAL-E
 backup taken before the switch to walship replays walship's WAL after its own).
-
-WAL is deleted when its segment precedes the start segment of the oldest kept
-backup, on every timeline: segment names compare by their log/segment digits
-(characters 8-24), whatever the timeline and segment size. Timeline history
-files are always kept (a few bytes each, and recovery needs the whole chain).
-A backup's completion marker is deleted first, so a backup interrupted while
-being deleted is never listed, and its remains are leftovers for the next
-backup-push or delete (inflight).
+What goes, per source (BackupSource.obsolete_keys): the deleted backups' objects,
+completion marker first, and the WAL before the start segment of the oldest kept
+backup, on every timeline; timeline history files are always kept. A backup
+interrupted while being deleted is never listed, and its remains are leftovers
+for the next backup-push or delete (walship.repo.lock).
 """
 
 from __future__ import annotations
@@ -20,18 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from walship.backup import objects
-from walship.backup.catalog import BackupInfo
 from walship.errors import ConfigError
-from walship.layout import WAL_PREFIX, wal_name_of_key
-from walship.pg import walnames
+from walship.repo.catalog import BackupInfo, Catalog
 
 
 @dataclass
 class Plan:
     delete: list[BackupInfo]
     keep: list[BackupInfo]
-    wal_keys: list[str] = field(default_factory=list)
+    keys: dict[str, list[str]] = field(default_factory=dict)     # source kind -> its keys to delete
 
 
 def choose(backups: list[BackupInfo], retain: int | None = None, before: str | None = None) -> Plan:
@@ -68,28 +61,17 @@ def parse_time(text: str) -> float:
     return parsed.timestamp()
 
 
-def obsolete_wal(wal_names: list[str], oldest_kept_start: str) -> list[str]:
-    """Segments, partial segments and .backup files before the oldest kept backup's start segment."""
-    boundary = oldest_kept_start[8:24]
-    return [n for n in wal_names
-            if not walnames.HISTORY_RE.match(n) and walnames.is_archivable(n) and n[8:24] < boundary]
-
-
-def plan(store, backups: list[BackupInfo], retain: int | None, before: str | None,
-         untouched: list[BackupInfo] = ()) -> Plan:
-    """Choose among backups; untouched ones (WAL-E's, unless included) are kept and keep their WAL too."""
-    chosen = choose(backups, retain, before)
-    kept = chosen.keep + list(untouched)
-    if kept:
-        oldest = min(kept, key=lambda b: b.start_wal[8:24])
-        names = [wal_name_of_key(o.key) for o in store.list(WAL_PREFIX)]
-        chosen.wal_keys = sorted(WAL_PREFIX + n for n in obsolete_wal(names, oldest.start_wal))
+def plan(catalog: Catalog, retain: int | None, before: str | None, include_wal_e: bool) -> Plan:
+    """Choose among the backups (WAL-E's only when included: else kept, and so is their WAL)."""
+    backups = catalog.list()
+    chosen = choose([b for b in backups if include_wal_e or b.source == "walship"], retain, before)
+    kept = [b for b in backups if b not in chosen.delete]
+    for source in catalog.sources:
+        if include_wal_e or source.kind == "walship":
+            chosen.keys[source.kind] = source.obsolete_keys(chosen.delete, kept)
     return chosen
 
 
-def execute(store, chosen: Plan) -> None:
-    for backup in (b for b in chosen.delete if b.source == "walship"):
-        store.delete([objects.marker_key(backup.name)])
-        store.delete([o.key for o in store.list(objects.prefix(backup.name))])
-    store.delete(chosen.wal_keys)
-
+def execute(catalog: Catalog, chosen: Plan) -> None:
+    for source in catalog.sources:
+        source.execute(chosen.keys.get(source.kind, []))

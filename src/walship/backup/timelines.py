@@ -9,16 +9,16 @@ findNewestTimeLine does), whether the backup is in that timeline's history
 server's history"), and the end of the archived WAL on that path (a target
 beyond it cannot be reached yet).
 
-One listing of wal/ (and WAL-E's wal_005/) gives the segments and history
-files; history files themselves are read only for the timelines followed.
+The repository's one WAL listing (walship.repo.walindex: wal/ and WAL-E's
+wal_005/) gives the segments and history files; history files themselves are
+read only for the timelines followed.
 """
 
 from __future__ import annotations
 
 from walship.errors import WalshipError
-from walship.layout import WAL_PREFIX
 from walship.pg import walnames
-from walship.walecompat.wal import WALE_WAL_PREFIX
+from walship.repo import walindex
 
 
 class TimelineStep(tuple):
@@ -64,34 +64,17 @@ class ArchiveEnd(tuple):
 
 
 class Archive:
-    """The segments and history files of a repository, listed once."""
+    """The segments and history files of a repository, listed once (walindex.list_wal)."""
 
     def __init__(self, store, keyring, segment_size: int = walnames.DEFAULT_SEGMENT_SIZE):
         self.store = store
         self.keyring = keyring
         self.segment_size = segment_size
-        self.segments: dict[int, dict[int, float]] = {}     # timeline -> segment number -> object time
-        self.history_timelines: set[int] = set()
+        listing = walindex.list_wal(store)
+        # timeline -> segment number -> object time
+        self.segments: dict[int, dict[int, float]] = walindex.segment_numbers(listing, segment_size)
+        self.history_timelines: set[int] = set(listing.histories)
         self._histories: dict[int, list[TimelineStep]] = {}
-        for prefix, suffix in ((WAL_PREFIX, ""), (WALE_WAL_PREFIX, ".lzo")):
-            for obj in store.list(prefix):
-                name = obj.key[len(prefix):]
-                if suffix:
-                    if not name.endswith(suffix):
-                        continue
-                    name = name[:-len(suffix)]
-                self._add(name, obj.mtime)
-
-    def _add(self, name: str, mtime: float) -> None:
-        if walnames.HISTORY_RE.match(name):
-            self.history_timelines.add(int(name[:8], 16))
-        elif walnames.is_segment(name):
-            try:
-                segment = walnames.Segment.parse(name, self.segment_size)
-            except walnames.InvalidWalName:
-                return
-            numbers = self.segments.setdefault(segment.timeline, {})
-            numbers[segment.number] = max(mtime, numbers.get(segment.number, mtime))
 
     def followed_timeline(self, backup_timeline: int, requested: str | None) -> int:
         """The timeline recovery of a backup on backup_timeline follows for recovery_target_timeline=requested."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from walship.layout import wal_key
+from walship.repo.layout import wal_key
 from walship.monitoring.plugin import CRITICAL, OK, UNKNOWN, WARNING, CheckResult, Perf
 
 

@@ -19,7 +19,7 @@ from walship.pg.walnames import format_lsn
 from walship.monitoring.plugin import format_age, format_bytes
 
 if TYPE_CHECKING:
-    from walship.backup.catalog import BackupInfo
+    from walship.repo.catalog import BackupInfo
     from walship.config import Settings
     from walship.storage import Store
 

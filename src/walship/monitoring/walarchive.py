@@ -28,7 +28,7 @@ from walship.pg.walnames import Segment, format_lsn, history_name, parse_lsn, se
 from walship.repo import walindex
 
 if TYPE_CHECKING:
-    from walship.backup.catalog import BackupInfo
+    from walship.repo.catalog import BackupInfo
     from walship.crypto import Keyring
     from walship.storage import Store
 
@@ -269,14 +269,18 @@ class WalArchive:
 
 def load(store: Store, keyring: Keyring | None = None) -> WalArchive:
     """The repository's WAL, its segment size and its timelines, from the repository alone."""
+    from walship.archive.fetch import download
     listing = walindex.list_wal(store)
-    size, source = walindex.segment_size(store, listing, keyring)
+
+    def read_wal(name: str) -> bytes:
+        return download(store, name, keyring)
+    size, source = walindex.segment_size(store, listing, read_wal)
     mtimes = walindex.segment_numbers(listing, size)
     archive = WalArchive(size, {tli: sorted(ns) for tli, ns in mtimes.items()}, mtimes=mtimes, size_source=source)
     if mtimes:
         archive.newest_mtime = max(max(numbers.values()) for numbers in mtimes.values())
         archive.newest_name = max(archive.name(tli, ns[-1]) for tli, ns in archive.numbers.items())
-    archive.histories, archive.history_errors = walindex.read_histories(store, listing, keyring)
+    archive.histories, archive.history_errors = walindex.read_histories(listing, read_wal)
     return archive
 
 

@@ -1,9 +1,10 @@
 """The repository's own record: what it is, and which cluster owns it.
 
 `walship-repository.json` at the root of every repository, written create-only
-by the first wal-push or backup-push of its cluster and never changed after:
+by the first wal-push or backup-push of its cluster; after that only its format
+is ever raised (require_format), when a newer layout is first written:
 
-    {"format": 1, "repository_id": "<uuid>", "system_identifier": "7311...",
+    {"format": 2, "repository_id": "<uuid>", "system_identifier": "7311...",
      "pg_major": 15, "wal_segment_size": 16777216, "created": "2026-12-02T05:40:00Z",
      "create_only": "if-none-match" | "link"}
 
@@ -27,7 +28,10 @@ import time
 from walship.errors import IntegrityError, StoreError, WalshipError
 
 RECORD_KEY = "walship-repository.json"
-FORMAT = 1
+# 1: completion markers inside each backup's folder (backups/<name>/complete.json)
+# 2: completion markers beside the folders (backups/<name>.json), found by a listing that stops at backups/;
+#    format 1 backups in the same repository are still read. See CHANGELOG.md, "Repository format".
+FORMAT = 2
 
 
 class NotARepository(StoreError):
@@ -156,6 +160,17 @@ def claim(store, identity: ClusterIdentity, command: str) -> RepositoryRecord:
         record = _create(store, identity)
     check_owner(record, identity, store, command)
     return record
+
+
+def require_format(store, wanted: int) -> None:
+    """Raise the record's format to wanted before the first object of that layout is written, so that a
+    walship too old to read it refuses the repository ("upgrade walship") instead of misreading it.
+    Only the format changes; a record already at wanted or beyond is left as it is."""
+    record = read(store)
+    if record is None or record.format >= wanted:
+        return
+    record.format = wanted
+    store.put(RECORD_KEY, record.to_json())
 
 
 def _create(store, identity: ClusterIdentity) -> RepositoryRecord:

@@ -10,19 +10,17 @@ once. The server is never asked, and 16 MiB is never assumed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from walship.errors import WalshipError
-from walship.layout import WAL_PREFIX
+from walship.pg import walnames
 from walship.pg.walnames import (DEFAULT_SEGMENT_SIZE, Segment, history_name, history_timeline, is_segment,
                                  parse_history)
-from walship.walecompat.wal import WALE_WAL_PREFIX
+from walship.repo.layout import WAL_PREFIX, WALE_WAL_PREFIX, wal_name_of_key, wale_wal_name_of_key
 
 if TYPE_CHECKING:
-    from walship.crypto import Keyring
+    from walship.repo.catalog import BackupInfo
     from walship.storage import Store
-
-WALE_SUFFIX = ".lzo"
 
 
 class History(tuple):
@@ -75,17 +73,38 @@ def list_wal(store: Store) -> WalListing:
     """Every archived segment and history file (walship's and WAL-E's); .backup and .partial are left out."""
     listing = WalListing()
     for info in store.list(WALE_WAL_PREFIX):
-        name = info.key[len(WALE_WAL_PREFIX):]
-        if name.endswith(WALE_SUFFIX):
-            listing.add(name[:-len(WALE_SUFFIX)], info.key, info.mtime)
+        name = wale_wal_name_of_key(info.key)
+        if name is not None:
+            listing.add(name, info.key, info.mtime)
     for info in store.list(WAL_PREFIX):
-        listing.add(info.key[len(WAL_PREFIX):], info.key, info.mtime)
+        listing.add(wal_name_of_key(info.key), info.key, info.mtime)
     return listing
 
 
-def segment_size(store: Store, listing: WalListing, keyring: Keyring | None = None) -> tuple[int, str]:
+def obsolete_wal(names: list[str], keep: list[BackupInfo]) -> list[str]:
+    """The WAL file names retention deletes: segments, partial segments and .backup files before the start
+    segment of the oldest kept backup, on every timeline (names compare by their log/segment digits,
+    whatever the timeline and segment size). History files are always kept: a few bytes each, and
+    recovery needs the whole chain.
+
+    >>> class Kept: start_wal = "000000020000000000000005"
+    >>> obsolete_wal(["000000010000000000000004", "000000010000000000000005", "00000002.history",
+    ...               "000000010000000000000003.00000028.backup", "x"], [Kept()])
+    ['000000010000000000000004', '000000010000000000000003.00000028.backup']
+    """
+    if not keep:
+        return []
+    boundary = min(b.start_wal[8:24] for b in keep)
+    return [n for n in names
+            if not walnames.HISTORY_RE.match(n) and walnames.is_archivable(n) and n[8:24] < boundary]
+
+
+def segment_size(store: Store, listing: WalListing, read_wal: Callable[[str], bytes]) -> tuple[int, str]:
     """(segment size, where it came from): the repository's record, else a stored segment; only a
-    repository whose every segment is unreadable falls back to what the names allow."""
+    repository whose every segment is unreadable falls back to what the names allow.
+
+    read_wal(name): a WAL file's content as wal-fetch restores it (archive.fetch.download, given by the
+    caller: the archive layer sits above this one)."""
     from walship.repo import record
     stored = record.read(store)
     if stored is not None and stored.wal_segment_size:
@@ -106,10 +125,9 @@ def segment_size(store: Store, listing: WalListing, keyring: Keyring | None = No
         if isinstance(meta.get("size"), int) and meta["size"] > 0:
             return meta["size"], f"header of {key}"
     # Encrypted objects keep no size in the clear and WAL-E's are lzop: read one back.
-    from walship.archive.fetch import download
     for name in (names[-1], names[0]):
         try:
-            return len(download(store, name, keyring)), f"content of {name}"
+            return len(read_wal(name)), f"content of {name}"
         except WalshipError:
             continue
     return largest_size_the_names_allow(names), "guessed from the names (no segment readable)"
@@ -142,16 +160,15 @@ def segment_numbers(listing: WalListing, size: int) -> dict[int, dict[int, float
     return out
 
 
-def read_histories(store: Store, listing: WalListing,
-                   keyring: Keyring | None = None) -> tuple[dict[int, History], dict[int, str]]:
+def read_histories(listing: WalListing, read_wal: Callable[[str], bytes]
+                   ) -> tuple[dict[int, History], dict[int, str]]:
     """(timeline -> its parent and branch point, timeline -> why its history could not be read)."""
-    from walship.archive.fetch import download
     found: dict[int, History] = {}
     errors: dict[int, str] = {}
     for timeline, (_key, mtime) in sorted(listing.histories.items()):
         name = history_name(timeline)
         try:
-            entries = parse_history(download(store, name, keyring).decode("utf-8", "replace"))
+            entries = parse_history(read_wal(name).decode("utf-8", "replace"))
         except WalshipError as exc:
             errors[timeline] = exc.one_line()
             continue

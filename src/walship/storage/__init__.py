@@ -60,6 +60,20 @@ class Store(ABC):
         With start_after, only the keys greater than it, in key order (S3's own listing order), so
         a caller that looks for what follows one key reads no listing of what precedes it."""
 
+    def list_folder(self, folder: str) -> tuple[list[ObjectInfo], list[str]]:
+        """One folder, not below it: (its objects, its subfolders as keys ending in '/'), in no promised order.
+
+        folder is "" (the root) or ends in '/'. A delimiter listing on S3, one directory on a filesystem;
+        this default, from list(), is correct for any store but reads every key below the folder."""
+        objects, folders = [], set()
+        for info in self.list(folder):
+            sub, slash, _ = info.key[len(folder):].partition("/")
+            if slash:
+                folders.add(f"{folder}{sub}/")
+            else:
+                objects.append(info)
+        return objects, sorted(folders)
+
     @abstractmethod
     def delete(self, keys: Iterable[str]) -> None:
         """Remove the objects; absent ones are not an error."""

@@ -181,6 +181,27 @@ class LocalStore(Store):
         # S3 lists in key order from start_after; a filesystem walk has no order: sort what follows it
         return iter(sorted(self._walk(prefix, start_after), key=lambda info: info.key))
 
+    def list_folder(self, folder: str) -> tuple[list[ObjectInfo], list[str]]:
+        base = os.path.join(self.root, *[p for p in folder.split("/") if p])
+        objects, folders = [], []
+        try:
+            entries = list(os.scandir(base))
+        except (FileNotFoundError, NotADirectoryError):
+            return [], []
+        except OSError as exc:
+            raise self._fail(exc, "listing", folder or "/") from None
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if _holds_a_file(entry.path):     # S3 has no empty folders: neither does a listing here
+                        folders.append(f"{folder}{entry.name}/")
+                elif not entry.name.endswith(_TMP_SUFFIX):
+                    st = entry.stat()
+                    objects.append(ObjectInfo(folder + entry.name, st.st_size, st.st_mtime))
+            except FileNotFoundError:
+                continue                      # removed while listing
+        return objects, sorted(folders)
+
     def _walk(self, prefix: str, start_after: str | None) -> Iterator[ObjectInfo]:
         # Walk only the directory that holds the prefix, then filter by name.
         head, _, _ = prefix.rpartition("/")
@@ -214,6 +235,14 @@ class LocalStore(Store):
                 raise self._fail(exc, "deleting", key) from None
         for d in dirs:
             _fsync_dir(d) if os.path.isdir(d) else None
+
+
+def _holds_a_file(directory: str) -> bool:
+    """Whether an object is stored anywhere below directory (stops at the first one found)."""
+    for _dirpath, _dirnames, filenames in os.walk(directory):
+        if any(not name.endswith(_TMP_SUFFIX) for name in filenames):
+            return True
+    return False
 
 
 def _write_all(fd: int, data) -> None:

@@ -377,6 +377,16 @@ class S3Store(Store):
         except Exception as exc:
             raise self._error(exc, "listing", prefix or "/") from None
 
+    def list_folder(self, folder: str) -> tuple[list[ObjectInfo], list[str]]:
+        # a delimiter listing: S3 returns the folder's objects and one CommonPrefix per subfolder
+        try:
+            result = obstore.list_with_delimiter(self._store, prefix=folder.rstrip("/") or None)
+        except Exception as exc:
+            raise self._error(exc, "listing", folder or "/") from None
+        objects = [ObjectInfo(meta["path"], meta["size"], meta["last_modified"].timestamp())
+                   for meta in result["objects"]]
+        return objects, sorted(f"{p.rstrip('/')}/" for p in result["common_prefixes"])
+
     def delete(self, keys: Iterable[str]) -> None:
         batch = list(keys)
         for i in range(0, len(batch), 1000):

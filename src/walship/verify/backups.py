@@ -16,10 +16,11 @@ def check(store, backup, keyring, workers: int) -> tuple[list[str], dict]:
     """(problems, facts) of one backup."""
     if backup.source != "walship":
         return [], {"checked": False, "note": "WAL-E backup: listed from its sentinel; restore it to read it back"}
-    from walship.backup import catalog, objects
+    from walship.backup import catalog
     from walship.backup.extract import verify_part
     from walship.backup.fetch import part_manifest, part_stream
     from walship.backup.manifest import SliceTracker
+    from walship.repo import layout
 
     try:
         marker = catalog.read_marker(store, backup.name)
@@ -29,7 +30,7 @@ def check(store, backup, keyring, workers: int) -> tuple[list[str], dict]:
     slices = SliceTracker()
 
     def one(number: int):
-        what = f"{objects.part_key(backup.name, number)} in {store.url}"
+        what = f"{layout.part_key(backup.name, number)} in {store.url}"
         try:
             return verify_part(part_stream(store, backup.name, number, keyring),
                                part_manifest(store, backup.name, number, keyring), what, slices), None

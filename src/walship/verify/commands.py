@@ -26,8 +26,9 @@ def run(command: str, args, settings, store_factory) -> int:
     store = store_factory()
     record.require(store)
     keyring = keyring_from_settings(settings)
-    every = catalog.list_backups(store)
-    chosen = every if (args.all or not args.name) else [catalog.find(store, args.name)]
+    backups = catalog.open_catalog(store)
+    every = backups.list()
+    chosen = every if (args.all or not args.name) else [backups.find(args.name)]
     report = {"repository": store.url, "backups": [], "wal": {}, "ok": True}
     for backup in chosen:
         problems, facts = backup_check.check(store, backup, keyring, settings.backup_concurrency)

@@ -20,7 +20,7 @@ from walship.monitoring import walarchive
 from walship.pg.walnames import Segment
 
 if TYPE_CHECKING:
-    from walship.backup.catalog import BackupInfo
+    from walship.repo.catalog import BackupInfo
     from walship.crypto import Keyring
     from walship.storage import Store
 

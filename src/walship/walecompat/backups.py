@@ -34,25 +34,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from walship import logs
-from walship.backup.catalog import BackupInfo
-from walship.errors import ConfigError, IntegrityError, WalshipError
-from walship.layout import wal_key
+from walship.errors import ConfigError, IntegrityError
+from walship.repo import layout
+from walship.repo.catalog import BackupInfo, BackupNotFound, BackupSource, RestoreRequest
+from walship.repo.layout import WALE_BACKUP_PREFIX, WALE_SENTINEL_SUFFIX
+from walship.repo.walindex import obsolete_wal
 from walship.storage import ObjectInfo, ObjectNotFound, Store
 from walship.streams import ChunkReader
 from walship.walecompat import filters, objects, untar
-from walship.walecompat.wal import wal_key as wale_wal_key
 
-PREFIX = "basebackups_005/"
 NAME_RE = re.compile(r"^base_(?P<segment>[0-9A-F]{24})_(?P<offset>[0-9A-F]{8})$")
-SENTINEL_SUFFIX = "_backup_stop_sentinel.json"
 PART_RE = re.compile(r"^part_(?P<number>\d+)\.tar\.lzo$")
 WALE_SEGMENT_SIZE = 16 * 1024 * 1024          # WAL-E's arithmetic assumes 16 MiB segments
 # WAL-E left these out of every base backup (tar_partition.PG_CONF): they live in /etc on Debian
 UNSAVED_CONFIG = ("postgresql.conf", "pg_hba.conf", "pg_ident.conf")
-
-
-class BackupNotFound(WalshipError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -89,7 +84,7 @@ def _resolve(store: Store, start: StartPoint) -> str:
     """The start segment: the lowest candidate that is archived (by WAL-E or walship), else the lowest."""
     if len(start.candidates) > 1:
         for segment in start.candidates:
-            if store.head(wale_wal_key(segment)) is not None or store.head(wal_key(segment)) is not None:
+            if store.head(layout.wale_wal_key(segment)) is not None or store.head(layout.wal_key(segment)) is not None:
                 return segment
     return start.candidates[0]
 
@@ -107,38 +102,52 @@ def pg_version_number(text: str) -> int:
 
 # --- listing ------------------------------------------------------------------
 
+class WaleBackups(BackupSource):
+    """WAL-E's base backups (basebackups_005/) as a source of the repository's catalog."""
+
+    kind = "wal-e"
+
+    def list(self) -> list[BackupInfo]:
+        return list_backups(self.store)
+
+    def restore(self, backup: BackupInfo, dest: str, request: RestoreRequest) -> None:
+        restore(self.store, backup, dest, request.settings, request.restore_spec)
+
+    def obsolete_keys(self, delete: list[BackupInfo], keep: list[BackupInfo]) -> list[str]:
+        """Every object of a deleted WAL-E backup (its stop sentinel first), and every wal_005/ file before
+        the start of the oldest kept backup of either kind; history files and what WAL-E did not write stay."""
+        keys: list[str] = []
+        for backup in (b for b in delete if b.source == self.kind):
+            keys.append(layout.wale_sentinel_key(backup.name))
+            keys.extend(sorted(o.key for o in self.store.list(layout.wale_backup_prefix(backup.name))))
+        if keep:
+            names = {}
+            for o in self.store.list(layout.WALE_WAL_PREFIX):
+                name = layout.wale_wal_name_of_key(o.key)
+                if name is not None:
+                    names[name] = o.key
+            keys.extend(sorted(names[n] for n in obsolete_wal(list(names), keep)))
+        return keys
+
+
 def list_backups(store: Store) -> list[BackupInfo]:
     """Every complete WAL-E backup in the repository, oldest first (by the time it completed)."""
     sentinels: dict[str, ObjectInfo] = {}
     sizes: dict[str, int] = {}
     version_files: dict[str, ObjectInfo] = {}
-    for obj in store.list(PREFIX):
-        rest = obj.key[len(PREFIX):]
+    for obj in store.list(WALE_BACKUP_PREFIX):
+        rest = obj.key[len(WALE_BACKUP_PREFIX):]
         if "/" not in rest:
-            if rest.endswith(SENTINEL_SUFFIX) and is_wale_name(rest[:-len(SENTINEL_SUFFIX)]):
-                sentinels[rest[:-len(SENTINEL_SUFFIX)]] = obj
+            if rest.endswith(WALE_SENTINEL_SUFFIX) and is_wale_name(rest[:-len(WALE_SENTINEL_SUFFIX)]):
+                sentinels[rest[:-len(WALE_SENTINEL_SUFFIX)]] = obj
             continue
         name, _, inner = rest.partition("/")
         sizes[name] = sizes.get(name, 0) + obj.size
-        if inner == "extended_version.txt":
+        if obj.key == layout.wale_version_key(name):
             version_files[name] = obj
     found = [_describe(store, name, sentinel, sizes.get(name, 0), version_files.get(name))
              for name, sentinel in sentinels.items()]
     return sorted(found, key=lambda b: (b.stop_time, b.name))
-
-
-def find(store: Store, name: str) -> BackupInfo:
-    """The complete WAL-E backup called `name`, or the latest one for LATEST."""
-    backups = list_backups(store)
-    if name == "LATEST":
-        if not backups:
-            raise BackupNotFound(f"no complete WAL-E backup in {store.url}")
-        return backups[-1]
-    for backup in backups:
-        if backup.name == name:
-            return backup
-    raise BackupNotFound(f"no complete WAL-E backup named {name} in {store.url}",
-                         "see `walship backup-list`; a backup without its stop sentinel never finished")
 
 
 def _describe(store: Store, name: str, sentinel: ObjectInfo, size: int,
@@ -175,7 +184,7 @@ def _describe(store: Store, name: str, sentinel: ObjectInfo, size: int,
 
 def partitions(store: Store, name: str) -> list[str]:
     """The keys of a backup's tar partitions, in order."""
-    prefix = f"{PREFIX}{name}/tar_partitions/"
+    prefix = layout.wale_partitions_prefix(name)
     numbered = []
     for obj in store.list(prefix):
         m = PART_RE.match(obj.key[len(prefix):])
@@ -191,21 +200,20 @@ def partitions(store: Store, name: str) -> list[str]:
 
 
 def spec(store: Store, name: str) -> dict:
-    doc = json.loads(store.get(f"{PREFIX}{name}{SENTINEL_SUFFIX}"))
+    doc = json.loads(store.get(layout.wale_sentinel_key(name)))
     return doc.get("spec") or {}
 
 
 # --- restore ------------------------------------------------------------------
 
-def restore(store: Store, name: str, dest: str, settings, restore_spec: str | None = None) -> BackupInfo:
-    """Extract the WAL-E backup `name` (or LATEST) into dest, an absent or empty directory.
+def restore(store: Store, backup: BackupInfo, dest: str, settings, restore_spec: str | None = None) -> BackupInfo:
+    """Extract the WAL-E backup (as the catalog listed it) into dest, an absent or empty directory.
 
     Tablespaces go back to the locations the sentinel recorded (WAL-E's
     `--restore-spec SOURCE`), each of which must be absent or empty, unless
     restore_spec names a JSON file mapping tablespace OIDs to {"loc": path}.
     Nothing is written into the recovery configuration here: the caller does that.
     """
-    backup = find(store, name)
     keys = partitions(store, backup.name)
     _check_destination(dest)
     os.makedirs(dest, mode=0o700, exist_ok=True)

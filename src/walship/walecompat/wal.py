@@ -8,19 +8,14 @@ so after the switch walship's copy of a file always wins.
 
 from __future__ import annotations
 
+from walship.repo.layout import wale_wal_key
 from walship.storage import ObjectNotFound, Store
 from walship.walecompat import objects
-
-WALE_WAL_PREFIX = "wal_005/"
-
-
-def wal_key(name: str) -> str:
-    return f"{WALE_WAL_PREFIX}{name}.lzo"
 
 
 def fetch(store: Store, name: str) -> bytes | None:
     """The content of a WAL file WAL-E archived, verified; None when WAL-E stored none."""
     try:
-        return objects.read(store, wal_key(name))
+        return objects.read(store, wale_wal_key(name))
     except ObjectNotFound:
         return None

@@ -1,11 +1,12 @@
 import json
 import socket
 import subprocess
+import time
 
 import pytest
 
-from walship.backup import lock as lockmod
-from walship.backup.lock import LOCK_KEY, RepositoryLock, RepositoryLocked
+from walship.repo import lock as lockmod
+from walship.repo.lock import LOCK_KEY, RepositoryLock, RepositoryLocked
 from walship.config import Settings
 from walship.storage import open_store
 
@@ -54,3 +55,33 @@ def test_a_holder_notices_when_its_lock_was_taken_away(store, monkeypatch):
         held.check()
     held.release()
     assert json.loads(store.get(LOCK_KEY))["token"] == "other"   # not ours: left alone
+
+
+def test_the_one_heartbeat_refreshes_the_lock_and_the_backup_it_announced(store, monkeypatch):
+    from walship.repo import layout
+    from walship.storage import ObjectExists
+
+    monkeypatch.setattr(lockmod, "HEARTBEAT_S", 0.02)
+    writes: list[str] = []
+    put = store.put
+
+    def counting_put(key, data, **kw):
+        writes.append(key)
+        return put(key, data, **kw)
+
+    monkeypatch.setattr(store, "put", counting_put)
+    with RepositoryLock(store, "backup-push") as held:
+        announced = held.announce("b1")
+        with pytest.raises(ObjectExists):
+            held.announce("b1")                        # a second backup of that name is refused
+        deadline = time.monotonic() + 10
+        while ((writes.count(layout.in_progress_key("b1")) < 3 or writes.count(LOCK_KEY) < 3)
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
+        announced.stop()
+        refreshed = writes.count(layout.in_progress_key("b1"))
+        assert refreshed >= 3 and writes.count(LOCK_KEY) >= 3
+        before = len(writes)
+        while writes[before:].count(LOCK_KEY) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writes.count(layout.in_progress_key("b1")) == refreshed     # stopped: never re-announced
