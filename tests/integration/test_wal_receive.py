@@ -1,0 +1,157 @@
+"""wal-receive: streamed WAL in the repository, durable before it is acknowledged, served on restore."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.support import pg
+from tests.support.receive import Receiver, make_synchronous, wait_stored
+from tests.support.recovery import backup_fetch, restore_command
+
+pytestmark = pytest.mark.integration
+
+
+class NumberedCommits:
+    """A client committing rows 1, 2, 3... one per transaction, recording each commit the server acknowledged
+    (with the time it was acknowledged), until its connection breaks."""
+
+    def __init__(self, primary: pg.Cluster):
+        self.primary = primary
+        self.acknowledged: list[tuple[int, float]] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psycopg
+        try:
+            with psycopg.connect(self.primary.conninfo, autocommit=True) as conn:
+                for number in range(1, 10_000_000):
+                    conn.execute("INSERT INTO commits VALUES (%s)", (number,))
+                    self.acknowledged.append((number, time.time()))
+        except psycopg.Error:
+            return                           # the primary was killed: what was acknowledged is recorded
+
+    def start(self) -> "NumberedCommits":
+        self.thread.start()
+        return self
+
+    def wait_for(self, count: int, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while len(self.acknowledged) < count:
+            assert time.time() < deadline, f"only {len(self.acknowledged)} commits in {timeout}s"
+            assert self.thread.is_alive(), "the client stopped"
+            time.sleep(0.05)
+
+
+def _primary_with_receiver(cluster_factory, version: int, scratch, repo_env: dict, *flags: str):
+    primary = cluster_factory(version, env=repo_env)
+    primary.initdb()
+    primary.set_archiving()
+    primary.start()
+    receiver = Receiver(primary, repo_env, pg.make_dir(scratch, "spool"), *flags).start()
+    receiver.wait_streaming()
+    return primary, receiver
+
+
+def _load_and_lose_the_primary(primary: pg.Cluster, commits: int) -> NumberedCommits:
+    """pgbench plus the numbered commits; the primary killed -9 mid-load and its data directory deleted."""
+    primary.sql("CREATE TABLE commits (id bigint PRIMARY KEY)")
+    pg.run_as_postgres([primary.program("pgbench"), "-i", "-s", "2", "-q"], env=primary.env_for_tools())
+    r = pg.walship(["backup-push", str(primary.datadir), "--progress", "none"], primary.env_for_tools())
+    assert r.returncode == 0, r.stderr
+    bench = subprocess.Popen([primary.program("pgbench"), "-c", "2", "-T", "120", "-n"], env=primary.env_for_tools(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **pg.as_postgres())
+    client = NumberedCommits(primary).start()
+    try:
+        client.wait_for(commits)
+        primary.kill9()
+    finally:
+        bench.kill()
+        bench.wait()
+    client.thread.join(30)
+    shutil.rmtree(primary.datadir)
+    return client
+
+
+def _restore(cluster_factory, version: int, repo_env: dict) -> set[int]:
+    """backup-fetch LATEST as an operator does, started with a service's environment: the rows of commits."""
+    restored = backup_fetch(cluster_factory, "restored", repo_env, version=version)
+    assert "--repo" in restore_command(restored)
+    assert not any(k.startswith("WALSHIP_") for k in restored.process_env)
+    restored.start(wait=False)
+    restored.wait_promoted()
+    return {row[0] for row in restored.sql("SELECT id FROM commits")}
+
+
+@pytest.mark.parametrize("version", [15, 18])
+def test_synchronous_mode_loses_no_acknowledged_commit_when_the_primary_dies(version, cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
+    primary, receiver = _primary_with_receiver(cluster_factory, version, scratch, repo_env, "--synchronous")
+    make_synchronous(primary)
+    client = _load_and_lose_the_primary(primary, commits=400)
+    receiver.kill9()
+
+    rows = _restore(cluster_factory, version, repo_env)
+    acknowledged = {number for number, _at in client.acknowledged}
+    assert acknowledged, "no commit was acknowledged"
+    assert acknowledged <= rows, f"acknowledged commits lost: {sorted(acknowledged - rows)[:10]}"
+    # at most the one commit in flight when the primary died may be there without its acknowledgement
+    assert rows <= acknowledged | {max(acknowledged) + 1}
+
+
+def test_asynchronous_mode_loses_at_most_the_upload_interval(cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
+    interval = 1.0
+    primary, receiver = _primary_with_receiver(cluster_factory, 15, scratch, repo_env,
+                                               "--upload-interval", str(interval))
+    client = _load_and_lose_the_primary(primary, commits=400)
+    killed_at = time.time()
+    receiver.kill9()
+
+    rows = _restore(cluster_factory, 15, repo_env)
+    lost = [(number, at) for number, at in client.acknowledged if number not in rows]
+    window = killed_at - min(at for _n, at in lost) if lost else 0.0
+    print(f"asynchronous mode: {len(lost)} acknowledged commits lost, the last {window:.2f} s before the kill "
+          f"(upload interval {interval} s)")
+    # one interval plus the time one store and one fsync take on a loaded machine
+    assert window <= interval + 1.5
+    assert rows, "nothing was restored"
+
+
+def test_kill9_mid_segment_and_restart_leaves_no_gap_and_verify_clean(cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
+    primary = cluster_factory(15, env=repo_env)
+    primary.initdb()
+    primary.start()                     # no archive_command: every segment comes from wal-receive
+    receiver = Receiver(primary, repo_env, pg.make_dir(scratch, "spool"), "--synchronous").start()
+    receiver.wait_streaming()
+    make_synchronous(primary)
+    primary.sql("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+    for round_ in range(3):
+        primary.sql(f"INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series({round_ * 30000 + 1}, "
+                    f"{round_ * 30000 + 30000}) g")
+        receiver.kill9()                # mid-segment: the insert's WAL fills part of one
+        receiver.start()
+        receiver.wait_streaming()
+    last = primary.switch_wal()
+    primary.sql("INSERT INTO t VALUES (0, 'after the switch')")
+    wait_stored(repo_dir, last)
+    receiver.stop()
+    assert "Traceback" not in receiver.log()
+    stored = sorted(p.name for p in (repo_dir / "wal").iterdir() if len(p.name) == 24)
+    first = int(stored[0][16:], 16)
+    assert [int(n[16:], 16) for n in stored] == list(range(first, first + len(stored))), f"a gap: {stored}"
+    assert int(last[16:], 16) == first + len(stored) - 1
+    # pieces only of the segment still being received, none of a stored one
+    pieces = {p.name for p in (repo_dir / "receive").iterdir()} if (repo_dir / "receive").exists() else set()
+    assert not pieces & set(stored)
+    r = pg.walship(["verify", "--all"], pg.server_env(repo_env))
+    assert r.returncode in (0, 1), r.stdout + r.stderr      # 1: no backup to verify, the WAL itself clean
+    assert "gap" not in (r.stdout + r.stderr).lower()
