@@ -352,8 +352,17 @@ class Receiver:
             self._stream(stream)
         finally:
             self.connected = False
-            self._close_segment()
             stream.close()
+            # the primary gone or restarting: what the spool holds goes into the repository now, not at
+            # the next connection (which may never come)
+            if self.current is not None:
+                try:
+                    self._make_durable()
+                    self._try_store_piece()
+                except WalshipError as exc:
+                    logs.warning("receive_store_failed", f"WAL stays in the spool: {exc.one_line()}",
+                                 error=exc.one_line())
+            self._close_segment()
 
     def _stream(self, stream) -> None:
         reported = -1
