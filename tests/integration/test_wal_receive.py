@@ -162,7 +162,7 @@ def test_kill9_mid_segment_and_restart_leaves_no_gap_and_verify_clean(cluster_fa
         receiver.wait_streaming()
     last = primary.switch_wal()
     primary.sql("INSERT INTO t VALUES (0, 'after the switch')")
-    wait_stored(repo_dir, last)
+    wait_stored(repo_dir, last, receiver=receiver)
     receiver.stop()
     assert "Traceback" not in receiver.log()
     stored = sorted(p.name for p in (repo_dir / "wal").iterdir() if len(p.name) == 24)
@@ -175,3 +175,52 @@ def test_kill9_mid_segment_and_restart_leaves_no_gap_and_verify_clean(cluster_fa
     r = pg.walship(["verify", "--all"], pg.server_env(repo_env))
     assert r.returncode in (0, 1), r.stdout + r.stderr      # 1: no backup to verify, the WAL itself clean
     assert "gap" not in (r.stdout + r.stderr).lower()
+
+
+def test_a_promoted_standby_is_followed_onto_its_new_timeline_with_exact_history(cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
+    primary = cluster_factory(15, env=repo_env)
+    primary.initdb()
+    primary.start()
+    primary.sql("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+    standby = cluster_factory(15, name="standby", env=repo_env)
+    pg.run_as_postgres([str(primary.bin / "pg_basebackup"), "-h", str(primary.sockdir), "-p", str(primary.port),
+                        "-U", "postgres", "-D", str(standby.datadir), "-X", "stream", "-c", "fast", "-R"],
+                       env=primary.env)
+    standby.configure(f"port = {standby.port}\nunix_socket_directories = '{standby.sockdir}'\n")
+    standby.start()
+    receiver = Receiver(standby, repo_env, pg.make_dir(scratch, "spool")).start()   # a cascading standby of it
+    deadline = time.time() + 60
+    while not standby.scalar("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"):
+        assert time.time() < deadline and receiver.proc.poll() is None, receiver.log()
+        time.sleep(0.1)
+    primary.sql("INSERT INTO t SELECT g, 'timeline 1' FROM generate_series(1, 5000) g")
+    switch_lsn = primary.scalar("SELECT pg_current_wal_lsn()::text")
+    deadline = time.time() + 60
+    while standby.scalar(f"SELECT pg_last_wal_replay_lsn() < '{switch_lsn}'"):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    primary.stop()
+    standby.sql("SELECT pg_promote()")
+    standby.wait_promoted()
+    standby.sql("INSERT INTO t SELECT g, 'timeline 2' FROM generate_series(5001, 6000) g")
+    last = standby.switch_wal()
+    wait_stored(repo_dir, last, receiver=receiver)
+    receiver.stop()
+    assert last.startswith("00000002")
+    assert "Traceback" not in receiver.log()
+    # the history file is the server's own, byte for byte
+    from walship import codec
+    stored_history = codec.unpack((repo_dir / "wal" / "00000002.history").read_bytes())
+    assert stored_history == (standby.datadir / "pg_wal" / "00000002.history").read_bytes()
+    # every segment of timeline 2 from the switch on, each the server's own bytes
+    on_two = sorted(p.name for p in (repo_dir / "wal").iterdir() if p.name.startswith("00000002") and len(p.name) == 24)
+    assert on_two and on_two[-1] == last
+    for name in on_two:
+        assert codec.unpack((repo_dir / "wal" / name).read_bytes()) == (standby.datadir / "pg_wal" / name).read_bytes()
+    # timeline 1's last segment kept up to the switch point as PostgreSQL names it, its pieces gone
+    first_on_two = on_two[0]
+    old_partial = repo_dir / "wal" / f"00000001{first_on_two[8:]}.partial"
+    assert old_partial.exists(), sorted(p.name for p in (repo_dir / "wal").iterdir())
+    assert not [p for p in (repo_dir / "receive").rglob("*") if p.is_file() and p.parent.name.startswith("00000001")]

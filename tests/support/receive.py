@@ -76,11 +76,12 @@ def make_synchronous(primary: pg.Cluster, timeout: float = 60) -> None:
     raise TimeoutError("wal-receive never became the synchronous standby")
 
 
-def wait_stored(repo_dir: Path, name: str, timeout: float = 60) -> None:
-    """Until wal/<name> is in a file repository."""
+def wait_stored(repo_dir: Path, name: str, timeout: float = 60, receiver: Receiver | None = None) -> None:
+    """Until wal/<name> is in a file repository (the receiver's log in the failure)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if (repo_dir / "wal" / name).exists():
             return
         time.sleep(0.1)
-    raise TimeoutError(f"{name} not stored in {repo_dir} in {timeout}s")
+    raise TimeoutError(f"{name} not stored in {repo_dir} in {timeout}s"
+                       + (f"; wal-receive's log:\n{receiver.log()}" if receiver else ""))

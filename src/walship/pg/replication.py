@@ -77,7 +77,8 @@ class ReplicationStream:
 
     def timeline_history(self, timeline: int) -> tuple[str, bytes]:
         name, content = self._command(f"TIMELINE_HISTORY {int(timeline)}")[0]
-        return str(name), bytes(content)
+        # psycopg2 hands the content as text (the file is ASCII); stored as the server's bytes
+        return str(name), content.encode() if isinstance(content, str) else bytes(content)
 
     def start(self, slot: str, start_lsn: int, timeline: int) -> None:
         try:
