@@ -104,6 +104,8 @@ def test_synchronous_mode_loses_no_acknowledged_commit_when_the_primary_dies(ver
     repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
     primary, receiver = _primary_with_receiver(cluster_factory, version, scratch, repo_env, "--synchronous")
     make_synchronous(primary)
+    check = pg.walship(["check", "receive"], primary.env_for_tools())
+    assert check.returncode == 0 and check.stdout.startswith("OK: wal-receive streaming (sync)"), check.stdout
     client = _load_and_lose_the_primary(primary, commits=400)
     receiver.kill9()
 

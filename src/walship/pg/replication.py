@@ -138,3 +138,25 @@ def _identifier(name: str) -> str:
         raise WalshipError(f"{name!r} is not a usable slot name",
                            "use lower-case letters, digits and underscores (--slot)")
     return name
+
+
+_RECEIVER_QUERY = """
+SELECT r.state, r.sync_state,
+       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END,
+                       r.flush_lsn)::bigint,
+       extract(epoch FROM r.flush_lag)::float8
+  FROM pg_stat_replication r
+ WHERE r.application_name = %s
+ ORDER BY r.backend_start DESC
+ LIMIT 1
+"""
+
+
+def receiver_on_server(conn, application_name: str) -> tuple[str, str, int, float | None] | None:
+    """(state, sync_state, flush lag in bytes, flush lag in seconds) of wal-receive as the server it streams from
+    sees it (psycopg 3 connection), None when it is not connected. wal-receive's flush position is what is
+    durable (and, synchronous, stored), so its flush lag is how far the repository is behind."""
+    row = conn.execute(_RECEIVER_QUERY, (application_name,)).fetchone()
+    if row is None:
+        return None
+    return str(row[0]), str(row[1]), int(row[2] or 0), (float(row[3]) if row[3] is not None else None)
