@@ -226,3 +226,46 @@ def test_a_promoted_standby_is_followed_onto_its_new_timeline_with_exact_history
     old_partial = repo_dir / "wal" / f"00000001{first_on_two[8:]}.partial"
     assert old_partial.exists(), sorted(p.name for p in (repo_dir / "wal").iterdir())
     assert not [p for p in (repo_dir / "receive").rglob("*") if p.is_file() and p.parent.name.startswith("00000001")]
+
+
+def test_repository_unreachable_in_synchronous_mode_commits_wait_then_go_on(cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
+    primary, receiver = _primary_with_receiver(cluster_factory, 15, scratch, repo_env, "--synchronous")
+    make_synchronous(primary)
+    primary.sql("CREATE TABLE commits (id bigint PRIMARY KEY)")
+    locked = [p for p in [repo_dir, *repo_dir.rglob("*")] if p.is_dir()]
+    for directory in locked:
+        directory.chmod(0o555)                       # the repository refuses every write
+    done = threading.Event()
+
+    def commit() -> None:
+        primary.sql("INSERT INTO commits VALUES (1)")
+        done.set()
+    threading.Thread(target=commit, daemon=True).start()
+    assert not done.wait(3), "a synchronous commit returned while its WAL could not be stored"
+    assert "WAL stays in the spool" in receiver.log()
+    for directory in locked:
+        directory.chmod(0o755)
+    assert done.wait(30), f"the commit did not return once the repository was back:\n{receiver.log()}"
+    receiver.stop()
+
+
+def test_wal_removed_before_it_was_received_is_a_loud_error_not_a_gap(cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
+    primary, receiver = _primary_with_receiver(cluster_factory, 15, scratch, repo_env)
+    primary.sql("CREATE TABLE t (id int)")
+    receiver.stop()
+    primary.sql("ALTER SYSTEM SET wal_keep_size = 0")
+    primary.sql("SELECT pg_reload_conf()")
+    primary.sql("SELECT pg_drop_replication_slot('walship')")       # dropped while wal-receive was down
+    for _ in range(4):
+        primary.sql("INSERT INTO t SELECT generate_series(1, 1000)")
+        primary.switch_wal()
+    primary.sql("CHECKPOINT")                                        # the WAL after the spool is removed
+    r = pg.walship(["wal-receive", "--spool", str(receiver.spool)], receiver.env, timeout=60)
+    assert r.returncode == 4, r.stderr
+    errors = [line for line in r.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "000000010000000000000001 has already been removed" in errors[0] and "backup-push" in errors[0]

@@ -43,6 +43,7 @@ class ReplicationStream:
                                 "that pg_hba.conf allows a 'replication' connection for this role") from None
         self.cursor = self.conn.cursor()
         self.server_version: int = self.conn.server_version
+        self.slot, self.start_lsn, self.timeline = "", 0, 0
 
     def _command(self, sql: str) -> list[tuple[Any, ...]]:
         try:
@@ -81,20 +82,27 @@ class ReplicationStream:
         return str(name), content.encode() if isinstance(content, str) else bytes(content)
 
     def start(self, slot: str, start_lsn: int, timeline: int) -> None:
+        self.slot, self.start_lsn, self.timeline = slot, start_lsn, timeline
         try:
             self.cursor.start_replication(slot_name=slot, start_lsn=start_lsn, timeline=timeline, decode=False)
         except self._psycopg2.Error as exc:
             reason = " ".join(str(exc).split())
-            if "removed" in reason or "invalidated" in reason or "does not exist" in reason:
-                raise SlotUnusable(
-                    f"the primary cannot send WAL from {format_lsn(start_lsn)} on timeline {timeline} "
-                    f"(slot {slot}): {reason}; the WAL from there on is not in this repository unless "
-                    "archive_command stored it",
-                    "check `walship status` for the gap; take a new base backup (backup-push) so restores "
-                    f"do not need the missing WAL, then drop and recreate the slot ({slot}) and start "
-                    "wal-receive with an empty --spool") from None
+            self._refuse_missing_wal(reason)
             raise PostgresError(f"START_REPLICATION at {format_lsn(start_lsn)} failed: {reason}",
                                 "check the server's log") from None
+
+    def _refuse_missing_wal(self, reason: str) -> None:
+        """The server no longer has the WAL wal-receive needs next (removed, or the slot invalidated by
+        max_slot_wal_keep_size): never a silent gap, and no retry can help. The server says so when
+        streaming starts or, for a removed segment, with its first read."""
+        if "has already been removed" in reason or "invalidated" in reason or "does not exist" in reason:
+            raise SlotUnusable(
+                f"the server cannot send WAL from {format_lsn(self.start_lsn)} on timeline {self.timeline} "
+                f"(slot {self.slot}): {reason}; the WAL from there on is not in this repository unless "
+                "archive_command stored it",
+                "check `walship status` for the gap; take a new base backup (backup-push) so restores "
+                f"do not need the missing WAL, then drop and recreate the slot ({self.slot}) and start "
+                "wal-receive with an empty --spool") from None
 
     def read(self, timeout_s: float) -> tuple[int, bytes] | None:
         """The next WAL message (start LSN, bytes), waiting at most timeout_s; None when nothing came.
@@ -109,6 +117,7 @@ class ReplicationStream:
                 if message is None:
                     return None
         except self._psycopg2.DatabaseError as exc:
+            self._refuse_missing_wal(" ".join(str(exc).split()))
             raise PostgresError(f"the replication connection ended: {' '.join(str(exc).split()) or 'closed'}",
                                 "wal-receive reconnects; check the primary if this repeats") from None
         return message.data_start, bytes(message.payload)
