@@ -38,6 +38,7 @@ from walship.storage import ObjectExists, Store
 RECONNECT_DELAY_S = 2.0
 READ_WAIT_S = 1.0
 STATUS_FILE = "walship-receive.status.json"
+STATUS_INTERVAL_S = 1.0     # the status file and the metrics, not the feedback (reported at once)
 
 
 class SpoolFull(WalshipError):
@@ -363,6 +364,8 @@ class Receiver:
                     logs.warning("receive_store_failed", f"WAL stays in the spool: {exc.one_line()}",
                                  error=exc.one_line())
             self._close_segment()
+            if os.path.isdir(self.spool_dir):
+                self._write_status()         # connected: false, for the metrics
 
     def _stream(self, stream) -> None:
         reported = -1
@@ -399,7 +402,9 @@ class Receiver:
             now = time.monotonic()
             if position != reported or now - last_status >= 10:
                 stream.feedback(position)
-                reported, last_status = position, now
+                reported = position
+            if now - last_status >= STATUS_INTERVAL_S:
+                last_status = now
                 self._write_status()
 
     def _write_status(self) -> None:
@@ -414,6 +419,16 @@ class Receiver:
         with open(tmp, "w") as fh:
             json.dump(doc, fh)
         os.replace(tmp, os.path.join(self.spool_dir, STATUS_FILE))
+        if self.settings.metrics_file:
+            from walship.monitoring import metrics
+            values = {"walship_receive_connected": 1.0 if self.connected else 0.0,
+                      "walship_receive_lag_bytes": float(max(0, self.server_end - self.acknowledged_lsn()))}
+            if self.last_store_wall is not None:
+                values["walship_receive_last_store_timestamp_seconds"] = self.last_store_wall
+            try:
+                metrics.update(self.settings.metrics_file, values)
+            except OSError as exc:
+                logs.warning("metrics_failed", f"cannot write {self.settings.metrics_file}: {exc.strerror}")
 
     def run(self) -> int:
         """Receive until stopped; reconnects after a lost connection, fails on what needs the operator."""
