@@ -38,6 +38,7 @@ from walship.storage import ObjectExists, Store
 RECONNECT_DELAY_S = 2.0
 READ_WAIT_S = 1.0
 STATUS_FILE = "walship-receive.status.json"
+FEEDBACK_INTERVAL_S = 10.0  # unchanged position: a keepalive well inside wal_sender_timeout (60 s)
 STATUS_INTERVAL_S = 1.0     # the status file and the metrics, not the feedback (reported at once)
 
 
@@ -84,10 +85,16 @@ class Receiver:
         return self.current.start_lsn(self.segment_size)
 
     def acknowledged_lsn(self) -> int:
-        """What may be reported flushed: durable in the spool, and in the repository too when synchronous."""
+        """What may be reported flushed: durable in the spool, and in the repository too when synchronous
+        (then never past a complete segment still waiting in the spool for the repository)."""
         if self.current is None:
             return 0
-        return self._segment_start() + (self.stored if self.synchronous else self.durable)
+        if not self.synchronous:
+            return self._segment_start() + self.durable
+        waiting = self._complete_in_spool()
+        if waiting:
+            return Segment.parse(waiting[0], self.segment_size).start_lsn(self.segment_size)
+        return self._segment_start() + self.stored
 
     # --- spool --------------------------------------------------------------------------------------
     def _spool_path(self, segment: Segment, complete: bool) -> str:
@@ -369,7 +376,7 @@ class Receiver:
 
     def _stream(self, stream) -> None:
         reported = -1
-        last_status = 0.0
+        last_status = last_feedback = 0.0
         while not self.stop:
             spool_full = self._spool_bytes() > self.spool_max_bytes
             if spool_full:
@@ -398,11 +405,12 @@ class Receiver:
                 if self._store_backlog():
                     self._try_store_piece()
                 self.last_store = time.monotonic()
-            position = self.acknowledged_lsn()
+            # never backwards: what was reported was stored (a waiting segment's pieces were, up to there)
+            position = max(self.acknowledged_lsn(), reported)
             now = time.monotonic()
-            if position != reported or now - last_status >= 10:
+            if position != reported or now - last_feedback >= FEEDBACK_INTERVAL_S:
                 stream.feedback(position)
-                reported = position
+                reported, last_feedback = position, now
             if now - last_status >= STATUS_INTERVAL_S:
                 last_status = now
                 self._write_status()
