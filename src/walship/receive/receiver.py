@@ -30,7 +30,7 @@ import time
 
 from walship import codec, logs
 from walship.errors import IntegrityError, PostgresError, StoreError, WalshipError
-from walship.pg.walnames import Segment, format_lsn, history_name, parse_history, segment_of
+from walship.pg.walnames import Segment, format_lsn, parse_history, segment_of
 from walship.receive import partial
 from walship.repo import record as repo_record
 from walship.storage import ObjectExists, Store
