@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "walship.archive.cli",
     "walship.backup.cli",
     "walship.monitoring.cli",
+    "walship.receive.cli",
     "walship.verify.cli",
 )
 

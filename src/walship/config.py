@@ -110,6 +110,16 @@ _OPTIONS = (
     Option("spool_dir", "str", None, "default: <pg_wal>/walship_spool"),
     Option("fetch_prefetch", "int", 8, "segments wal-fetch downloads ahead (0 = off)", low=0, high=1000),
 
+    # streaming WAL (wal-receive)
+    Option("receive_spool_dir", "str", None, "wal-receive's local spool of WAL not yet stored (required)"),
+    Option("receive_slot", "str", "walship", "wal-receive's physical replication slot"),
+    Option("receive_application_name", "str", "walship", "wal-receive's application_name"),
+    Option("receive_synchronous", "bool", False, "wal-receive acknowledges WAL only once it is in the repository"),
+    Option("receive_upload_interval", "float", 5.0, "asynchronous wal-receive: seconds between two stores",
+           low=0.01, high=3600),
+    Option("receive_spool_max_size", "int", 4096 * _MIB, "bytes of unstored WAL wal-receive spools before it "
+           "stops reading", low=64 * _MIB, high=1 << 50),
+
     # base backups
     Option("backup_concurrency", "int", 2, "parallel part workers of backup-push/fetch", low=1, high=64),
     Option("backup_part_size", "int", 128 * _MIB, "uncompressed bytes per tar part",

@@ -53,9 +53,9 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
-def backup_fetch(cluster_factory, name: str, cli_env: dict, *flags: str) -> pg.Cluster:
+def backup_fetch(cluster_factory, name: str, cli_env: dict, *flags: str, version: int = 15) -> pg.Cluster:
     """backup-fetch LATEST into a new cluster's directory, configured to start on its own port, not archiving."""
-    restored = cluster_factory(15, name=name)          # the server's environment: no WALSHIP_*
+    restored = cluster_factory(version, name=name)     # the server's environment: no WALSHIP_*
     r = pg.walship(["backup-fetch", str(restored.datadir), "LATEST", "--progress", "none", *flags],
                    pg.server_env(cli_env))
     assert r.returncode == 0, r.stderr

@@ -136,7 +136,10 @@ def wal_fetch(name: str, dest_path: str, settings: "Settings", store_factory: Ca
             data = download(store, name, keyring)
         except NotInArchive:
             check_end_of_archive(store, name, keyring)
-            raise
+            data = _received_partial(store, name, keyring)   # the last segment, as far as wal-receive got
+            if data is None:
+                raise
+            source = "received partial"
         if is_segment(name):
             check_served_segment(data, name)
         _write_atomically(dest_path, data)
@@ -169,9 +172,12 @@ def check_end_of_archive(store: Store, name: str, keyring: "Keyring | None" = No
         except NotInArchive:
             return None
 
+    from walship.receive import partial as received
     for prefix, start_after, name_of in (
             (WAL_PREFIX, wal_key(name), wal_name_of_key),
-            (WALE_WAL_PREFIX, wale_wal_key(name), lambda key: wale_wal_name_of_key(key) or "")):
+            (WALE_WAL_PREFIX, wale_wal_key(name), lambda key: wale_wal_name_of_key(key) or ""),
+            (received.RECEIVE_PREFIX, received.after_segment_key(name),
+             lambda key: f"{received.segment_of_piece(key)}.partial")):
         later = (name_of(info.key) for info in store.list(prefix, start_after=start_after))
         after = wal_after(name, later, history, segment_size)
         if after is not None:
@@ -179,6 +185,25 @@ def check_end_of_archive(store: Store, name: str, keyring: "Keyring | None" = No
                          f"through it is stored ({after}): ending recovery at the gap would lose it",
                          f"restore {name} into the archive (from pg_wal of the origin server or a copy), or "
                          "end recovery before it with a recovery target; then start the server again")
+
+
+def _received_partial(store: Store, name: str, keyring: "Keyring | None") -> bytes | None:
+    """At the end of the archive: segment `name` as far as wal-receive stored it (receive/partial.py), zero-filled
+    to the repository's segment size, or None. Served under the segment's own name, PostgreSQL replays it to the
+    last received record and ends recovery there."""
+    if not is_segment(name):
+        return None
+    from walship.receive import partial as received
+    from walship.repo import record
+    found = record.read(store)
+    size = found.wal_segment_size if found is not None and found.wal_segment_size else DEFAULT_SEGMENT_SIZE
+    assembled = received.assemble(store, name, size, keyring)
+    if assembled is None:
+        return None
+    data, received_bytes = assembled
+    logs.info("wal_partial", f"{name} is not archived whole: serving the {received_bytes} bytes wal-receive "
+              "stored of it (the end of the received WAL)", segment=name, bytes=received_bytes)
+    return data
 
 
 def wal_after(missing: str, later_names: Iterable[str], history: Callable[[int], str | None],

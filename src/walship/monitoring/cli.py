@@ -26,12 +26,21 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--age-warning", metavar="AGE", help="newest archived segment older than AGE (default: off)")
     p.add_argument("--age-critical", metavar="AGE", help="newest archived segment older than AGE (default: off)")
 
+    p = kinds.add_parser("receive", parents=[common],
+                         help="wal-receive: connected, how far the repository is behind, last store")
+    p.add_argument("--pg", metavar="CONNINFO", help="the server wal-receive streams from (default: PGHOST, ...)")
+    p.add_argument("--application-name", help="wal-receive's application_name (default: receive_application_name)")
+    p.add_argument("--lag-warning", type=int, default=16 << 20, metavar="BYTES", help="default 16 MiB")
+    p.add_argument("--lag-critical", type=int, default=256 << 20, metavar="BYTES", help="default 256 MiB")
+    p.add_argument("--age-warning", default="1m", metavar="AGE", help="last store older, with lag (default 1m)")
+    p.add_argument("--age-critical", default="5m", metavar="AGE", help="last store older, with lag (default 5m)")
+
     p = sub.add_parser("status", parents=[common],
                        help="backups, recoverable window, gaps and last failures at a glance")
     p.add_argument("--pg", metavar="CONNINFO", help="libpq connection string for the archiver's state")
     p.add_argument("--json", action="store_true")
 
-    for parser in (check, kinds.choices["backup"], kinds.choices["archive"]):
+    for parser in (check, kinds.choices["backup"], kinds.choices["archive"], kinds.choices["receive"]):
         parser.set_defaults(handler=HANDLER, plugin=True)
         parser.error = _plugin_usage_error   # type: ignore[method-assign]
     sub.choices["status"].set_defaults(handler=HANDLER)

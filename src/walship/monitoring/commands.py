@@ -56,6 +56,9 @@ def _check(args, settings, store_factory) -> CheckResult:
         return _check_backup(args, settings, store_factory)
     if args.check == "archive":
         return _check_archive(args, settings, store_factory)
+    if args.check == "receive":
+        from walship.monitoring.receive import run_check
+        return run_check(args, settings, store_factory)
     from walship.monitoring.endtoend import check_end_to_end
     store = store_factory()
     try:

@@ -28,6 +28,9 @@ METRICS = {
     "walship_last_archive_failure_timestamp_seconds": ("gauge", "Time of the last failed wal-push."),
     "walship_archive_failures_total": ("counter", "Failed wal-push calls since the metrics file was created."),
     "walship_archive_backlog_segments": ("gauge", "WAL files waiting to be archived (.ready) after the last wal-push."),
+    "walship_receive_connected": ("gauge", "1 while wal-receive streams from the server, else 0."),
+    "walship_receive_lag_bytes": ("gauge", "Bytes of WAL the server sent that wal-receive has not acknowledged yet."),
+    "walship_receive_last_store_timestamp_seconds": ("gauge", "Time wal-receive last stored WAL in the repository."),
 }
 
 
