@@ -33,7 +33,7 @@ from walship.archive.spool import PREFETCH_NAME
 from walship.errors import IntegrityError, NotInArchive, WalshipError
 from walship.layout import WAL_PREFIX, wal_key
 from walship.pg.walnames import (DEFAULT_SEGMENT_SIZE, PARTIAL_RE, Segment, check_name, format_lsn, is_segment,
-                                 parse_history)
+                                 parse_history, position_key, timeline_of)
 from walship.storage import ObjectNotFound, Store
 from walship.streams import process_running
 
@@ -192,8 +192,7 @@ def wal_after(missing: str, later_names: Iterable[str], history: Callable[[int],
     - a segment of a timeline T' whose history branches from T at or after the end of X, at or after
       that branch point: recovery follows T through X to reach it.
     A branch from T before X's end leaves X on T unneeded (the descendant has its own copy of it)."""
-    timeline = int(missing[:8], 16)
-    number = Segment.parse(missing, segment_size).number
+    timeline, number = Segment.parse(missing, segment_size)
     newest_on: dict[int, int] = {}           # a later timeline -> the highest segment number stored on it
     for other in later_names:
         full = is_segment(other)
@@ -292,7 +291,7 @@ def _drop_older(pdir: str, current: str) -> None:
     except OSError:
         return
     for entry in entries:
-        if is_segment(entry) and entry[8:] <= current[8:]:
+        if is_segment(entry) and position_key(entry) <= position_key(current):
             try:
                 os.unlink(os.path.join(pdir, entry))
             except OSError:
@@ -360,11 +359,11 @@ def notice_end_of_restored_copy(name: str, dest_path: str) -> None:
     if not HISTORY_RE.match(name):
         return
     try:
-        replayed = [int(entry[:8], 16) for entry in os.listdir(os.path.dirname(os.path.abspath(dest_path)))
+        replayed = [timeline_of(entry) for entry in os.listdir(os.path.dirname(os.path.abspath(dest_path)))
                     if is_segment(entry)]
     except OSError:
         return
-    if not replayed or int(name[:8], 16) <= max(replayed):
+    if not replayed or timeline_of(name) <= max(replayed):
         return
     from walship.pg.restored import COPY, read_restore_marker
     marker = read_restore_marker(".")
