@@ -255,19 +255,14 @@ def _wal_fetch_exit_code(exc: WalshipError | None) -> int:
     from walship.errors import EXIT_ABORT_RECOVERY, EXIT_FAILURE, NotInArchive
     if isinstance(exc, NotInArchive):
         return exc.exit_code
-    if _in_archive_recovery():
+    from walship.pg.recoveryfiles import in_archive_recovery
+    if in_archive_recovery():    # restore_command runs in PGDATA
         from walship import logs
         logs.error("recovery_aborted",
                    "stopping recovery: ending it here would lose the WAL still in the repository; "
                    "fix the cause above and start the server again")
         return EXIT_ABORT_RECOVERY
     return exc.exit_code if exc is not None else EXIT_FAILURE
-
-
-def _in_archive_recovery() -> bool:
-    """restore_command runs in PGDATA: recovery.signal without standby.signal is archive recovery."""
-    import os
-    return os.path.exists("recovery.signal") and not os.path.exists("standby.signal")
 
 
 def _store_factory(settings):

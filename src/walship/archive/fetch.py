@@ -365,7 +365,7 @@ def notice_end_of_restored_copy(name: str, dest_path: str) -> None:
         return
     if not replayed or timeline_of(name) <= max(replayed):
         return
-    from walship.pg.restored import COPY, read_restore_marker
+    from walship.pg.recoveryfiles import COPY, read_restore_marker
     marker = read_restore_marker(".")
     if marker is None or marker.get("mode") != COPY:
         return

@@ -120,7 +120,7 @@ def owning_record(store: Store, wal_path: str) -> repo_record.RepositoryRecord |
 def refuse_copy_into_origin(store: Store, owner: repo_record.RepositoryRecord | None) -> None:
     """A server backup-fetch restored as a copy must not archive into the repository it came from: its
     promotion's timeline would become the history that later restores follow."""
-    from walship.pg.restored import COPY, read_restore_marker
+    from walship.pg.recoveryfiles import COPY, read_restore_marker
     marker = read_restore_marker(".")
     if marker is None or marker.get("mode") != COPY:
         return
