@@ -145,8 +145,7 @@ def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: 
           progress_mode: str, before_marker: Callable[[], None], primary: str | None,
           page_check: PageCheck | None) -> BackupInfo:
     """Copy the files, stop the backup, and mark it complete once its last WAL segment is archived."""
-    estimate = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0] or 0
-    bar = progress.make(progress_mode, f"backup {name}", estimate)
+    bar = progress.make(progress_mode, f"backup {name}", backup_api.database_size(conn))
     uploader = _Uploader(store, name, settings, bar, page_check.reader if page_check else None)
     tablespaces = walk.tablespaces(pgdata)
     parts = uploader.upload_all(tarstream.plan_parts(walk.walk(pgdata), settings.backup_part_size, MAX_MEMBERS))
