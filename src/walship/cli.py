@@ -36,23 +36,43 @@ COMMAND_MODULES = (
     "walship.monitoring.cli",
     "walship.verify.cli",
 )
+ARCHIVE_COMMANDS = "walship.archive.commands"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "wal-push" and not argv[1].startswith("-"):
-        rc = _fast_wal_push(argv[1])
-        if rc is not None:
-            return rc
-        # the plain archive_command form needs no argument parser (~25 ms saved per cold call)
-        from types import SimpleNamespace
-        return _execute("wal-push", SimpleNamespace(command="wal-push", wal_path=argv[1]))
+        return _plain_wal_push(argv[1])
     fetch = _plain_wal_fetch(argv)
     if fetch is not None:
         # restore_command runs once per file during recovery, several times where nothing is found
         # (the next segment, timeline history files): building the parser would cost ~25 ms each
         return _execute("wal-fetch", fetch)
     return _run(argv)
+
+
+def _plain_wal_push(wal_path: str) -> int:
+    """archive_command's form `wal-push PATH`, without the argument parser (~25 ms saved per cold call).
+
+    The fast path: a segment an earlier call already stored is acknowledged from its spool marker before
+    logging is even imported. Otherwise the settings loaded here are handed on: loaded once, the spool
+    asked once."""
+    from types import SimpleNamespace
+
+    from walship.archive.commands import already_pushed, log_already_pushed
+    args = SimpleNamespace(command="wal-push", wal_path=wal_path, handler=f"{ARCHIVE_COMMANDS}:wal_push",
+                           spool_checked=True)
+    try:
+        from walship.config import load_settings
+        settings = load_settings()
+    except WalshipError:
+        return _execute("wal-push", args)      # which reports the configuration error
+    if already_pushed(wal_path, settings):
+        from walship import logs
+        logs.setup("wal-push", settings)
+        log_already_pushed(wal_path)
+        return 0
+    return _execute("wal-push", args, settings)
 
 
 def _plain_wal_fetch(argv: list[str]):
@@ -67,33 +87,15 @@ def _plain_wal_fetch(argv: list[str]):
         return None
     from types import SimpleNamespace
     return SimpleNamespace(command="wal-fetch", wal_name=argv[1], dest_path=argv[2],
-                           repo=options.get("--repo"), config=options.get("--config"))
-
-
-def _fast_wal_push(wal_path: str) -> int | None:
-    """The archive_command fast path: acknowledge a segment an earlier call already stored."""
-    import os
-
-    from walship.archive import spool
-    from walship.errors import WalshipError
-    try:
-        from walship.config import load_settings
-        settings = load_settings()
-    except WalshipError:
-        return None  # the full path reports the configuration error
-    if not spool.acknowledge(wal_path, spool.spool_dir(wal_path, settings.spool_dir), spool.destination(settings)):
-        return None
-    from walship import logs
-    logs.setup("wal-push", settings)
-    logs.info("wal_pushed", f"{os.path.basename(wal_path)} archived (by an earlier call)",
-              segment=os.path.basename(wal_path))
-    return 0
+                           repo=options.get("--repo"), config=options.get("--config"),
+                           handler=f"{ARCHIVE_COMMANDS}:wal_fetch")
 
 
 def _parser():
     import argparse
 
     from walship import __version__
+    from walship.config import add_setting_flags
 
     parser = argparse.ArgumentParser(
         prog="walship",
@@ -102,39 +104,19 @@ def _parser():
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"walship {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--repo", help="repository: s3://bucket/prefix or file:///path (env WALSHIP_REPO)")
     common.add_argument("--config", help="TOML config file (env WALSHIP_CONFIG)")
-    common.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON")
-    common.add_argument("--log-destination", choices=["stderr", "syslog", "both", "none"])
-    common.add_argument("--syslog-program", help="syslog program name ('{command}' = the command)")
+    add_setting_flags(common)
     # WAL-E's global flags, accepted so that WAL-E command lines keep working.
     common.add_argument("--terse", action="store_true", help=argparse.SUPPRESS)
-    common.add_argument("--gpg-key-id", help=argparse.SUPPRESS)
     common.add_argument("--aws-instance-profile", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("wal-push", parents=[common], help="archive a WAL file (archive_command = 'walship wal-push %%p')")
-    p.add_argument("wal_path")
-    p.add_argument("--pool-size", type=int, dest="push_concurrency", help="parallel uploads (WAL-E's flag)")
-
-    p = sub.add_parser("wal-fetch", parents=[common],
-                       help="restore a WAL file (restore_command = 'walship wal-fetch %%f %%p')")
-    p.add_argument("wal_name")
-    p.add_argument("dest_path")
-    p.add_argument("--prefetch", type=int, dest="fetch_prefetch", help="segments to download ahead (0 = off)")
-    p.add_argument("--blind-restore", action="store_true", help=argparse.SUPPRESS)
-
-    p = sub.add_parser("wal-prefetch", parents=[common], help="(internal) download WAL ahead of wal-fetch")
-    p.add_argument("wal_name")
-    p.add_argument("directory")
-    p.add_argument("segment_size", type=int)
-    p.add_argument("--prefetch", type=int, dest="fetch_prefetch", help="segments to download ahead")
 
     for module in COMMAND_MODULES:
         __import__(module, fromlist=["add_parsers"]).add_parsers(sub, common)
 
     p = sub.add_parser("config", parents=[common], help="print the effective settings (secrets masked)")
     p.add_argument("--json", action="store_true")
+    p.set_defaults(handler="walship.config:show_command")
 
     sub.add_parser("keygen", help="print a new random encryption key (base64) for WALSHIP_ENCRYPTION_KEY_FILE")
     sub.add_parser("version", help="print the version")
@@ -142,9 +124,8 @@ def _parser():
 
 
 def _flags(args) -> dict:
-    keys = ("repo", "log_format", "log_destination", "syslog_program", "push_concurrency",
-            "fetch_prefetch", "backup_concurrency", "gpg_key_id")
-    flags = {k: getattr(args, k, None) for k in keys}
+    from walship.config import flag_values
+    flags = flag_values(args)
     if getattr(args, "terse", False):
         flags["log_level"] = "warning"         # WAL-E's --terse: warnings and errors only
     return flags
@@ -207,13 +188,14 @@ def _run(argv: list[str]) -> int:
     return _execute(args.command, args)
 
 
-def _execute(command: str, args) -> int:
-    """Load the settings, set up logging, run the command: every expected failure is one line."""
+def _execute(command: str, args, settings=None) -> int:
+    """Load the settings (unless the caller did), set up logging, run the command: every expected failure
+    is one line."""
     from walship import logs
-    from walship.errors import WalshipError
     try:
-        from walship.config import load_settings
-        settings = load_settings(_flags(args), config_path=getattr(args, "config", None))
+        if settings is None:
+            from walship.config import load_settings
+            settings = load_settings(_flags(args), config_path=getattr(args, "config", None))
     except WalshipError as exc:
         if getattr(args, "plugin", False):  # Nagios plugin API: a check that cannot run is UNKNOWN
             print(f"UNKNOWN: {exc.one_line()}")
@@ -246,8 +228,8 @@ def _wal_fetch_exit_code(exc: WalshipError | None) -> int:
 
     PostgreSQL reads any exit below 126 during archive recovery as "not in the archive" and ends
     recovery there, selects a new timeline and promotes. So wal-fetch answers 1 only for the real end
-    of the archive (NotInArchive, raised only once the miss is proven to be that end, and answered in
-    _dispatch); every other failure (a gap, the destination unwritable or full, the configuration or the
+    of the archive (NotInArchive, raised only once the miss is proven to be that end, and answered by
+    archive/commands.py's wal_fetch); every other failure (a gap, the destination unwritable or full, the configuration or the
     encryption key unavailable, the repository missing, unmounted or failing, a refused segment, a bug)
     exits 126 during archive recovery: PostgreSQL stops, and starting the server again after the fix
     goes on where it stopped. A standby (standby.signal) retries whatever the code: it gets the error's own.
@@ -275,64 +257,5 @@ def _store_factory(settings):
 
 
 def _dispatch(command: str, args, settings) -> int:
-    if command == "wal-push":
-        from walship.archive.push import wal_push
-        from walship.monitoring.hooks import archive_result
-        try:
-            results = wal_push(args.wal_path, settings, _store_factory(settings)())
-        except Exception as exc:
-            archive_result(settings, ok=False, error=exc, segment=args.wal_path)
-            raise
-        archive_result(settings, ok=True, results=results, segment=args.wal_path)
-        return 0
-    if command == "wal-fetch":
-        from walship.archive.fetch import wal_fetch
-        from walship.errors import NotInArchive
-        try:
-            wal_fetch(args.wal_name, args.dest_path, settings, _store_factory(settings),
-                      config_path=getattr(args, "config", None))
-        except NotInArchive as exc:
-            # The real end of the archive (wal_fetch proved it): PostgreSQL asks for the segment
-            # after the last one, and for timeline history files that do not exist.
-            from walship import logs
-            from walship.archive.fetch import forget_prefetched, notice_end_of_restored_copy
-            logs.info("wal_not_found", exc.message, segment=args.wal_name)
-            forget_prefetched(args.wal_name, args.dest_path)
-            notice_end_of_restored_copy(args.wal_name, args.dest_path)
-            return exc.exit_code
-        return 0
-    if command == "wal-prefetch":
-        from walship.archive.fetch import run_prefetcher
-        return run_prefetcher(args.wal_name, args.directory, args.segment_size, settings,
-                              _store_factory(settings))
-    if command == "config":
-        return _print_config(settings, args.json)
-    handler = getattr(args, "handler", None)
-    if handler:
-        module, _, func = handler.partition(":")
-        return getattr(__import__(module, fromlist=[func]), func)(command, args, settings, _store_factory(settings))
-    raise AssertionError(command)
-
-
-def _print_config(settings, as_json: bool) -> int:
-    """Every setting, its value (secrets masked) and where it came from; for an S3 repository also the
-    source of the AWS credentials (never their values), which are not settings but decide everything."""
-    values = settings.masked()
-    credentials = None
-    if not settings.repo or settings.repo.startswith("s3://"):
-        from walship.storage.s3 import describe_credentials
-        credentials = describe_credentials(settings)
-    if as_json:
-        import json
-        doc = {k: {"value": v, "source": settings.sources.get(k, "default")} for k, v in values.items()}
-        if credentials is not None:
-            doc["s3_credentials"] = {"value": credentials, "source": "AWS credential chain"}
-        print(json.dumps(doc, indent=2, default=str))
-        return 0
-    width = max(len(k) for k in values)
-    for key, value in values.items():
-        shown = "" if value is None else value
-        print(f"{key:<{width}}  {shown!s:<40}  ({settings.sources.get(key, 'default')})")
-    if credentials is not None:
-        print(f"{'s3_credentials':<{width}}  {credentials}  (AWS credential chain)")
-    return 0
+    module, _, func = args.handler.partition(":")
+    return getattr(__import__(module, fromlist=[func]), func)(command, args, settings, _store_factory(settings))
