@@ -7,10 +7,11 @@ module on every call: it imports nothing at its top, each command imports what i
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
+# typing's own TYPE_CHECKING would import typing (and re) on archive_command's fast path
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from walship.config import Settings
     from walship.storage import Store
 
