@@ -57,21 +57,20 @@ def _plain_wal_push(wal_path: str) -> int:
     The fast path: a segment an earlier call already stored is acknowledged from its spool marker before
     logging is even imported. Otherwise the settings loaded here are handed on: loaded once, the spool
     asked once."""
-    from types import SimpleNamespace
-
     from walship.archive.commands import already_pushed, log_already_pushed
-    args = SimpleNamespace(command="wal-push", wal_path=wal_path, handler=f"{ARCHIVE_COMMANDS}:wal_push",
-                           spool_checked=True)
+    from walship.config import load_settings
     try:
-        from walship.config import load_settings
         settings = load_settings()
     except WalshipError:
-        return _execute("wal-push", args)      # which reports the configuration error
-    if already_pushed(wal_path, settings):
+        settings = None                          # _execute loads them again and reports the error
+    if settings is not None and already_pushed(wal_path, settings):
         from walship import logs
         logs.setup("wal-push", settings)
         log_already_pushed(wal_path)
         return 0
+    from types import SimpleNamespace
+    args = SimpleNamespace(command="wal-push", wal_path=wal_path, handler=f"{ARCHIVE_COMMANDS}:wal_push",
+                           spool_checked=settings is not None)
     return _execute("wal-push", args, settings)
 
 
