@@ -314,6 +314,14 @@ _WALE_LOG_DESTINATIONS = {frozenset({"stderr"}): "stderr", frozenset({"syslog"})
                           frozenset({"stderr", "syslog"}): "both"}
 
 
+def wale_file_prefix_to_repo(prefix: str) -> str:
+    """WAL-E's file prefix (WALE_FILE_PREFIX, --file-prefix) as a walship repository URL: WAL-E's form is
+    file://localhost/absolute/path, which file:///absolute/path means too."""
+    if prefix.startswith("file://localhost/"):
+        return "file:///" + prefix[len("file://localhost/"):]
+    return prefix
+
+
 def _wale_environment(env: dict[str, str]) -> dict[str, str]:
     """Translate WAL-E's variables into walship setting names (docs/migrating-from-wal-e.md)."""
     out: dict[str, str] = {}
@@ -321,10 +329,7 @@ def _wale_environment(env: dict[str, str]) -> dict[str, str]:
     if chosen == "WALE_S3_PREFIX":
         out["repo"] = env[chosen]
     elif chosen == "WALE_FILE_PREFIX":
-        prefix = env[chosen]
-        # WAL-E's form is file://localhost/absolute/path; file:///absolute/path means the same
-        if prefix.startswith("file://localhost/"):
-            prefix = "file:///" + prefix[len("file://localhost/"):]
+        prefix = wale_file_prefix_to_repo(env[chosen])
         if not prefix.startswith("file:///"):
             raise ConfigError(f"WALE_FILE_PREFIX {prefix!r} is not a file:// URL of an absolute path",
                               "use file://localhost/absolute/path")

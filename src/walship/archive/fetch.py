@@ -92,13 +92,14 @@ def check_served_segment(data: bytes, name: str, pgdata: str = ".") -> None:
                             system_identifier=identity[0] if identity else None)
 
 
-def download(store: Store, name: str, keyring=None) -> bytes:
-    """The verified content of an archived WAL file; NotInArchive when absent."""
+def download(store: Store, name: str, keyring=None, gpg_key_id: str | None = None) -> bytes:
+    """The verified content of an archived WAL file; NotInArchive when absent. gpg_key_id: the setting,
+    named when a WAL-E object cannot be decrypted."""
     try:
         blob = store.get(wal_key(name))
     except ObjectNotFound:
         from walship.walecompat import wal as wale_wal   # WAL archived by WAL-E before the switch
-        data = wale_wal.fetch(store, name)
+        data = wale_wal.fetch(store, name, gpg_key_id)
         if data is None:
             raise NotInArchive(f"{name} is not in the archive {store.url}") from None
         return data
@@ -132,7 +133,7 @@ def wal_fetch(name: str, dest_path: str, settings: "Settings", store_factory: Ca
         store = store_factory()
         keyring = keyring_from_settings(settings)
         try:
-            data = download(store, name, keyring)
+            data = download(store, name, keyring, settings.gpg_key_id)
         except NotInArchive:
             check_end_of_archive(store, name, keyring)
             raise
@@ -324,7 +325,7 @@ def run_prefetcher(name: str, pdir: str, segment_size: int, settings, store_fact
 
         def one(seg_name: str) -> bool:
             try:
-                data = download(store, seg_name, keyring)
+                data = download(store, seg_name, keyring, settings.gpg_key_id)
                 # checked as wal-fetch checks what it serves: a refused file is not kept, and
                 # wal-fetch, asked for it, downloads it again and stops recovery with the reason
                 check_served_segment(data, seg_name)

@@ -215,7 +215,7 @@ def restore(store: Store, name: str, dest: str, settings, restore_spec: str | No
     workers = max(1, min(getattr(settings, "backup_concurrency", 1) or 1, len(keys)))
 
     def extract(key: str) -> None:
-        chunks = objects.content(store, key)
+        chunks = objects.content(store, key, settings.gpg_key_id)
         try:
             stream = ChunkReader(chunks)
             extraction.partition(stream, objects.describe(store, key))

@@ -18,9 +18,9 @@ def wal_key(name: str) -> str:
     return f"{WALE_WAL_PREFIX}{name}.lzo"
 
 
-def fetch(store: Store, name: str) -> bytes | None:
+def fetch(store: Store, name: str, gpg_key_id: str | None = None) -> bytes | None:
     """The content of a WAL file WAL-E archived, verified; None when WAL-E stored none."""
     try:
-        return objects.read(store, wal_key(name))
+        return objects.read(store, wal_key(name), gpg_key_id)
     except ObjectNotFound:
         return None
