@@ -11,6 +11,14 @@ from collections.abc import Callable
 
 from walship.errors import WalshipError   # a plain module with no imports: free on every path
 
+TYPE_CHECKING = False                     # typing's own costs archive_command an import
+if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
+    from types import SimpleNamespace
+
+    from walship.config import Settings
+    from walship.storage import Store
+
 EXIT_CODES_HELP = """\
 exit codes:
   0    success
@@ -74,7 +82,7 @@ def _plain_wal_push(wal_path: str) -> int:
     return _execute("wal-push", args, settings)
 
 
-def _plain_wal_fetch(argv: list[str]):
+def _plain_wal_fetch(argv: list[str]) -> SimpleNamespace | None:
     """The arguments of `wal-fetch NAME PATH [--repo URL] [--config FILE]`, the form backup-fetch
     writes into restore_command; None for any other command line (the parser handles it)."""
     if len(argv) not in (3, 5, 7) or argv[0] != "wal-fetch" or any(a.startswith("-") for a in argv[1:3]):
@@ -90,7 +98,7 @@ def _plain_wal_fetch(argv: list[str]):
                            handler=f"{ARCHIVE_COMMANDS}:wal_fetch")
 
 
-def _parser():
+def _parser() -> ArgumentParser:
     import argparse
 
     from walship import __version__
@@ -122,7 +130,7 @@ def _parser():
     return parser
 
 
-def _flags(args) -> dict:
+def _flags(args: Namespace | SimpleNamespace) -> dict[str, object]:
     from walship.config import flag_values
     flags = flag_values(args)
     if getattr(args, "terse", False):
@@ -187,7 +195,7 @@ def _run(argv: list[str]) -> int:
     return _execute(args.command, args)
 
 
-def _execute(command: str, args, settings=None) -> int:
+def _execute(command: str, args: Namespace | SimpleNamespace, settings: Settings | None = None) -> int:
     """Load the settings (unless the caller did), set up logging, run the command: every expected failure
     is one line."""
     from walship import logs
@@ -228,8 +236,9 @@ def _wal_fetch_exit_code(exc: WalshipError | None) -> int:
     PostgreSQL reads any exit below 126 during archive recovery as "not in the archive" and ends
     recovery there, selects a new timeline and promotes. So wal-fetch answers 1 only for the real end
     of the archive (NotInArchive, raised only once the miss is proven to be that end, and answered by
-    archive/commands.py's wal_fetch); every other failure (a gap, the destination unwritable or full, the configuration or the
-    encryption key unavailable, the repository missing, unmounted or failing, a refused segment, a bug)
+    archive/commands.py's wal_fetch); every other failure (a gap, the destination unwritable or full,
+    the configuration or the encryption key unavailable, the repository missing, unmounted or failing,
+    a refused segment, a bug)
     exits 126 during archive recovery: PostgreSQL stops, and starting the server again after the fix
     goes on where it stopped. A standby (standby.signal) retries whatever the code: it gets the error's own.
     exc: the WalshipError, or None for a failure that is not one (its exit would be 1)."""
@@ -246,15 +255,15 @@ def _wal_fetch_exit_code(exc: WalshipError | None) -> int:
     return exc.exit_code if exc is not None else EXIT_FAILURE
 
 
-def _store_factory(settings):
+def _store_factory(settings: Settings) -> Callable[[], Store]:
     from walship.config import require_repo
     from walship.storage import open_store
 
-    def factory():
+    def factory() -> Store:
         return open_store(require_repo(settings), settings)
     return factory
 
 
-def _dispatch(command: str, args, settings) -> int:
+def _dispatch(command: str, args: Namespace | SimpleNamespace, settings: Settings) -> int:
     module, _, func = args.handler.partition(":")
     return getattr(__import__(module, fromlist=[func]), func)(command, args, settings, _store_factory(settings))

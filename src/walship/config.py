@@ -24,6 +24,10 @@ from collections.abc import Callable
 
 from walship.errors import ConfigError
 
+TYPE_CHECKING = False          # typing's own would import typing on archive_command's fast path
+if TYPE_CHECKING:
+    import argparse
+
 DEFAULT_CONFIG_PATHS = ("/etc/walship/walship.toml",)
 # WALSHIP_* variables that are not settings: the config file's path, and the development scripts'
 # own variables (scripts/setup, scripts/demo, tests), so that a shell that ran them can run walship.
@@ -167,7 +171,7 @@ SECRET_SETTINGS = frozenset(option.name for option in _OPTIONS if option.secret)
 _KIND_TYPES: dict[str, type] = {"str": str, "int": int, "float": float}
 
 
-def add_setting_flags(parser, command: str | None = None) -> None:
+def add_setting_flags(parser: argparse.ArgumentParser, command: str | None = None) -> None:
     """The flags the settings declare: command None adds the ones every command takes (to the shared
     parent parser), a command's name those only it takes. Each flag's dest is its setting's name."""
     import argparse          # only here: the parser is being built, argparse is loaded already
@@ -478,7 +482,8 @@ def require_repo(settings: Settings) -> str:
     return settings.repo
 
 
-def show_command(command: str, args, settings: Settings, store_factory: Callable[[], object]) -> int:
+def show_command(command: str, args: argparse.Namespace, settings: Settings,
+                 store_factory: Callable[[], object]) -> int:
     """`walship config [--json]`: every setting, its value (secrets masked) and where it came from; for an S3
     repository also the source of the AWS credentials (never their values), which are not settings but
     decide everything."""

@@ -12,8 +12,9 @@ from walship.config import add_setting_flags
 HANDLERS = "walship.archive.commands"
 
 
-def add_parsers(sub, common) -> None:
-    p = sub.add_parser("wal-push", parents=[common], help="archive a WAL file (archive_command = 'walship wal-push %%p')")
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("wal-push", parents=[common],
+                       help="archive a WAL file (archive_command = 'walship wal-push %%p')")
     p.add_argument("wal_path")
     add_setting_flags(p, "wal-push")
     p.set_defaults(handler=f"{HANDLERS}:wal_push")

@@ -10,6 +10,7 @@ from __future__ import annotations
 # typing's own TYPE_CHECKING would import typing (and re) on archive_command's fast path
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from argparse import Namespace
     from collections.abc import Callable
 
     from walship.config import Settings
@@ -31,7 +32,7 @@ def log_already_pushed(wal_path: str) -> None:
     logs.info("wal_pushed", f"{name} archived (by an earlier call)", segment=name)
 
 
-def wal_push(command: str, args, settings: Settings, store_factory: Callable[[], Store]) -> int:
+def wal_push(command: str, args: Namespace, settings: Settings, store_factory: Callable[[], Store]) -> int:
     """`walship wal-push PATH`: exit 0 only once PATH is durably in the repository. args.spool_checked:
     the caller already asked the spool (cli.py's fast path), which need not be asked twice."""
     if not getattr(args, "spool_checked", False) and already_pushed(args.wal_path, settings):
@@ -48,7 +49,7 @@ def wal_push(command: str, args, settings: Settings, store_factory: Callable[[],
     return 0
 
 
-def wal_fetch(command: str, args, settings: Settings, store_factory: Callable[[], Store]) -> int:
+def wal_fetch(command: str, args: Namespace, settings: Settings, store_factory: Callable[[], Store]) -> int:
     """`walship wal-fetch NAME PATH`: 0 with the file in place, 1 only at the real end of the archive
     (every other failure raises; cli.py turns it into the exit code recovery must see)."""
     from walship.archive.fetch import forget_prefetched, notice_end_of_restored_copy
@@ -67,13 +68,13 @@ def wal_fetch(command: str, args, settings: Settings, store_factory: Callable[[]
     return 0
 
 
-def wal_prefetch(command: str, args, settings: Settings, store_factory: Callable[[], Store]) -> int:
+def wal_prefetch(command: str, args: Namespace, settings: Settings, store_factory: Callable[[], Store]) -> int:
     """The detached downloader wal-fetch starts (internal)."""
     from walship.archive.fetch import run_prefetcher
     return run_prefetcher(args.wal_name, args.directory, args.segment_size, settings, store_factory)
 
 
-def quarantine_command(command: str, args, settings: Settings, store_factory: Callable[[], Store]) -> int:
+def quarantine_command(command: str, args: Namespace, settings: Settings, store_factory: Callable[[], Store]) -> int:
     """`walship quarantine NAME --reason WHY`."""
     store = store_factory()
     try:
