@@ -231,3 +231,13 @@ def test_as_root_the_files_go_to_the_owner_of_the_parent_or_postgres(tmp_path):
     owner = fetch.restore_owner(str(parent / "dest"))
     import pwd
     assert owner[:2] == (pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
+
+
+def test_archive_recovery_is_recovery_signal_without_standby_signal(tmp_path):
+    assert not recoveryfiles.in_archive_recovery(str(tmp_path))
+    recoveryfiles.signal_recovery(str(tmp_path), None)
+    assert recoveryfiles.in_archive_recovery(str(tmp_path))
+    (tmp_path / recoveryfiles.STANDBY_SIGNAL).touch()
+    assert not recoveryfiles.in_archive_recovery(str(tmp_path))      # a standby retries instead
+    recoveryfiles.remove_signal_files(str(tmp_path))
+    assert not any(tmp_path.iterdir())
