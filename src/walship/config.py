@@ -63,6 +63,12 @@ class Option:
         self.flag_commands = flag_commands  # the commands that take the flag; () = every command
         self.flag_help = flag_help      # the flag's help where it differs from help; "" = hidden (WAL-E's flags)
 
+    def takes_flag(self, command: str | None) -> bool:
+        """Whether `command` takes this setting's flag (None: whether every command does)."""
+        if self.flag is None:
+            return False
+        return not self.flag_commands or command in self.flag_commands
+
 
 def _url(*schemes: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
@@ -177,8 +183,8 @@ def add_setting_flags(parser: argparse.ArgumentParser, command: str | None = Non
     import argparse          # only here: the parser is being built, argparse is loaded already
 
     for option in _OPTIONS:
-        takes_it = command in option.flag_commands if command else not option.flag_commands
-        if option.flag is None or not takes_it:
+        own = bool(option.flag_commands)       # a shared flag comes with the parent parser, once
+        if not option.takes_flag(command) or own != (command is not None):
             continue
         kwargs: dict[str, object] = {"dest": option.name, "type": _KIND_TYPES[option.kind]}
         if option.choices and not callable(option.choices):

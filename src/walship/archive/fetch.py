@@ -241,19 +241,17 @@ def forget_prefetched(name: str, dest_path: str) -> None:
 
 
 # settings a wal-fetch command line may carry, and the flag that passes each on to the prefetcher
-_PASSED_ON_FLAGS = (("repo", "--repo"), ("fetch_prefetch", "--prefetch"), ("log_format", "--log-format"),
-                    ("log_destination", "--log-destination"), ("syslog_program", "--syslog-program"))
-
-
 def prefetcher_command(name: str, pdir: str, segment_size: int, settings: "Settings",
                        config_path: str | None) -> list[str]:
     """The wal-prefetch command line: the same repository, config file and command-line settings as the
     wal-fetch that starts it (restore_command carries --repo and --config; the server's environment
     has no WALSHIP_REPO)."""
     cmd = [sys.executable, "-m", "walship", "wal-prefetch", name, pdir, str(segment_size)]
-    for setting, flag in _PASSED_ON_FLAGS:
-        if settings.sources.get(setting) == "command line" or (setting == "repo" and settings.repo):
-            cmd += [flag, str(getattr(settings, setting))]
+    from walship.config import OPTIONS
+    for option in OPTIONS.values():
+        given = settings.sources.get(option.name) == "command line" or (option.name == "repo" and settings.repo)
+        if option.takes_flag("wal-prefetch") and given:
+            cmd += [option.flag, str(getattr(settings, option.name))]
     if config_path:
         cmd += ["--config", os.path.abspath(config_path)]
     return cmd
