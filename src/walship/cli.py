@@ -65,7 +65,7 @@ def _plain_wal_push(wal_path: str) -> int:
     The fast path: a segment an earlier call already stored is acknowledged from its spool marker before
     logging is even imported. Otherwise the settings loaded here are handed on: loaded once, the spool
     asked once."""
-    from walship.archive.commands import already_pushed, log_already_pushed
+    from walship.archive.spool import already_pushed, log_already_pushed
     from walship.config import load_settings
     try:
         settings = load_settings()

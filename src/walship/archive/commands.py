@@ -17,26 +17,12 @@ if TYPE_CHECKING:
     from walship.storage import Store
 
 
-def already_pushed(wal_path: str, settings: Settings) -> bool:
-    """The archive_command fast path: an earlier wal-push stored exactly this file in this repository
-    (its spool marker, consumed). Opens nothing but the marker and the file's metadata."""
-    from walship.archive import spool
-    return spool.acknowledge(wal_path, spool.spool_dir(wal_path, settings.spool_dir), spool.destination(settings))
-
-
-def log_already_pushed(wal_path: str) -> None:
-    import os
-
-    from walship import logs
-    name = os.path.basename(wal_path)
-    logs.info("wal_pushed", f"{name} archived (by an earlier call)", segment=name)
-
-
 def wal_push(command: str, args: Namespace, settings: Settings, store_factory: Callable[[], Store]) -> int:
     """`walship wal-push PATH`: exit 0 only once PATH is durably in the repository. args.spool_checked:
     the caller already asked the spool (cli.py's fast path), which need not be asked twice."""
-    if not getattr(args, "spool_checked", False) and already_pushed(args.wal_path, settings):
-        log_already_pushed(args.wal_path)
+    from walship.archive import spool
+    if not getattr(args, "spool_checked", False) and spool.already_pushed(args.wal_path, settings):
+        spool.log_already_pushed(args.wal_path)
         return 0
     from walship.archive.push import wal_push as push
     from walship.monitoring.hooks import archive_result
