@@ -23,7 +23,6 @@ wal-fetch (restore_command) imports this module to read the signal files: it imp
 from __future__ import annotations
 
 import os
-import re
 import time
 
 RECOVERY_SIGNAL = "recovery.signal"
@@ -40,8 +39,6 @@ PRIMARY = "primary"
 RECOVERY_SETTINGS = ("restore_command", "recovery_end_command", "archive_cleanup_command", "primary_conninfo",
                      "primary_slot_name", "standby_mode", "recovery_min_apply_delay", "promote_trigger_file",
                      "trigger_file")
-_RECOVERY_SETTING_LINE = re.compile(
-    r"^\s*(recovery_target\w*|" + "|".join(RECOVERY_SETTINGS) + r")\s*=", re.IGNORECASE)
 DISABLED_PREFIX = "# disabled by walship backup-fetch (a recovery setting of the backed-up server): "
 
 
@@ -81,6 +78,8 @@ def signal_recovery(pgdata: str, owner: tuple[int, int] | None) -> None:
 def comment_out_recovery_settings(pgdata: str) -> list[str]:
     """Comment out the recovery settings the backed-up server had, in the configuration files inside the
     data directory (with DISABLED_PREFIX saying walship did it); the settings disabled, in order."""
+    import re                # compiled here, once per restore: wal-fetch reads the signal files on every call
+    setting_line = re.compile(r"^\s*(recovery_target\w*|" + "|".join(RECOVERY_SETTINGS) + r")\s*=", re.IGNORECASE)
     disabled: list[str] = []
     for conf in CONFIG_FILES:
         path = os.path.join(pgdata, conf)
@@ -90,7 +89,7 @@ def comment_out_recovery_settings(pgdata: str) -> list[str]:
         lines = text.splitlines(keepends=True)
         changed = False
         for i, line in enumerate(lines):
-            m = _RECOVERY_SETTING_LINE.match(line)
+            m = setting_line.match(line)
             if m:
                 lines[i] = DISABLED_PREFIX + line
                 disabled.append(m.group(1).lower())
