@@ -11,6 +11,14 @@ from collections.abc import Callable
 
 from walship.errors import WalshipError   # a plain module with no imports: free on every path
 
+TYPE_CHECKING = False                     # typing's own costs archive_command an import
+if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
+    from types import SimpleNamespace
+
+    from walship.config import Settings
+    from walship.storage import Store
+
 EXIT_CODES_HELP = """\
 exit codes:
   0    success
@@ -37,17 +45,13 @@ COMMAND_MODULES = (
     "walship.receive.cli",
     "walship.verify.cli",
 )
+ARCHIVE_COMMANDS = "walship.archive.commands"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "wal-push" and not argv[1].startswith("-"):
-        rc = _fast_wal_push(argv[1])
-        if rc is not None:
-            return rc
-        # the plain archive_command form needs no argument parser (~25 ms saved per cold call)
-        from types import SimpleNamespace
-        return _execute("wal-push", SimpleNamespace(command="wal-push", wal_path=argv[1]))
+        return _plain_wal_push(argv[1])
     fetch = _plain_wal_fetch(argv)
     if fetch is not None:
         # restore_command runs once per file during recovery, several times where nothing is found
@@ -56,7 +60,30 @@ def main(argv: list[str] | None = None) -> int:
     return _run(argv)
 
 
-def _plain_wal_fetch(argv: list[str]):
+def _plain_wal_push(wal_path: str) -> int:
+    """archive_command's form `wal-push PATH`, without the argument parser (~25 ms saved per cold call).
+
+    The fast path: a segment an earlier call already stored is acknowledged from its spool marker before
+    logging is even imported. Otherwise the settings loaded here are handed on: loaded once, the spool
+    asked once."""
+    from walship.archive.spool import already_pushed, log_already_pushed
+    from walship.config import load_settings
+    try:
+        settings = load_settings()
+    except WalshipError:
+        settings = None                          # _execute loads them again and reports the error
+    if settings is not None and already_pushed(wal_path, settings):
+        from walship import logs
+        logs.setup("wal-push", settings)
+        log_already_pushed(wal_path)
+        return 0
+    from types import SimpleNamespace
+    args = SimpleNamespace(command="wal-push", wal_path=wal_path, handler=f"{ARCHIVE_COMMANDS}:wal_push",
+                           spool_checked=settings is not None)
+    return _execute("wal-push", args, settings)
+
+
+def _plain_wal_fetch(argv: list[str]) -> SimpleNamespace | None:
     """The arguments of `wal-fetch NAME PATH [--repo URL] [--config FILE]`, the form backup-fetch
     writes into restore_command; None for any other command line (the parser handles it)."""
     if len(argv) not in (3, 5, 7) or argv[0] != "wal-fetch" or any(a.startswith("-") for a in argv[1:3]):
@@ -68,33 +95,15 @@ def _plain_wal_fetch(argv: list[str]):
         return None
     from types import SimpleNamespace
     return SimpleNamespace(command="wal-fetch", wal_name=argv[1], dest_path=argv[2],
-                           repo=options.get("--repo"), config=options.get("--config"))
+                           repo=options.get("--repo"), config=options.get("--config"),
+                           handler=f"{ARCHIVE_COMMANDS}:wal_fetch")
 
 
-def _fast_wal_push(wal_path: str) -> int | None:
-    """The archive_command fast path: acknowledge a segment an earlier call already stored."""
-    import os
-
-    from walship.archive import spool
-    from walship.errors import WalshipError
-    try:
-        from walship.config import load_settings
-        settings = load_settings()
-    except WalshipError:
-        return None  # the full path reports the configuration error
-    if not spool.acknowledge(wal_path, spool.spool_dir(wal_path, settings.spool_dir), spool.destination(settings)):
-        return None
-    from walship import logs
-    logs.setup("wal-push", settings)
-    logs.info("wal_pushed", f"{os.path.basename(wal_path)} archived (by an earlier call)",
-              segment=os.path.basename(wal_path))
-    return 0
-
-
-def _parser():
+def _parser() -> ArgumentParser:
     import argparse
 
     from walship import __version__
+    from walship.config import add_setting_flags
 
     parser = argparse.ArgumentParser(
         prog="walship",
@@ -103,49 +112,28 @@ def _parser():
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"walship {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--repo", help="repository: s3://bucket/prefix or file:///path (env WALSHIP_REPO)")
     common.add_argument("--config", help="TOML config file (env WALSHIP_CONFIG)")
-    common.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON")
-    common.add_argument("--log-destination", choices=["stderr", "syslog", "both", "none"])
-    common.add_argument("--syslog-program", help="syslog program name ('{command}' = the command)")
+    add_setting_flags(common)
     # WAL-E's global flags, accepted so that WAL-E command lines keep working.
     common.add_argument("--terse", action="store_true", help=argparse.SUPPRESS)
-    common.add_argument("--gpg-key-id", help=argparse.SUPPRESS)
     common.add_argument("--aws-instance-profile", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("wal-push", parents=[common], help="archive a WAL file (archive_command = 'walship wal-push %%p')")
-    p.add_argument("wal_path")
-    p.add_argument("--pool-size", type=int, dest="push_concurrency", help="parallel uploads (WAL-E's flag)")
-
-    p = sub.add_parser("wal-fetch", parents=[common],
-                       help="restore a WAL file (restore_command = 'walship wal-fetch %%f %%p')")
-    p.add_argument("wal_name")
-    p.add_argument("dest_path")
-    p.add_argument("--prefetch", type=int, dest="fetch_prefetch", help="segments to download ahead (0 = off)")
-    p.add_argument("--blind-restore", action="store_true", help=argparse.SUPPRESS)
-
-    p = sub.add_parser("wal-prefetch", parents=[common], help="(internal) download WAL ahead of wal-fetch")
-    p.add_argument("wal_name")
-    p.add_argument("directory")
-    p.add_argument("segment_size", type=int)
-    p.add_argument("--prefetch", type=int, dest="fetch_prefetch", help="segments to download ahead")
 
     for module in COMMAND_MODULES:
         __import__(module, fromlist=["add_parsers"]).add_parsers(sub, common)
 
     p = sub.add_parser("config", parents=[common], help="print the effective settings (secrets masked)")
     p.add_argument("--json", action="store_true")
+    p.set_defaults(handler="walship.config:show_command")
 
     sub.add_parser("keygen", help="print a new random encryption key (base64) for WALSHIP_ENCRYPTION_KEY_FILE")
     sub.add_parser("version", help="print the version")
     return parser
 
 
-def _flags(args) -> dict:
-    keys = ("repo", "log_format", "log_destination", "syslog_program", "push_concurrency",
-            "fetch_prefetch", "backup_concurrency", "gpg_key_id")
-    flags = {k: getattr(args, k, None) for k in keys}
+def _flags(args: Namespace | SimpleNamespace) -> dict[str, object]:
+    from walship.config import flag_values
+    flags = flag_values(args)
     if getattr(args, "terse", False):
         flags["log_level"] = "warning"         # WAL-E's --terse: warnings and errors only
     return flags
@@ -208,13 +196,14 @@ def _run(argv: list[str]) -> int:
     return _execute(args.command, args)
 
 
-def _execute(command: str, args) -> int:
-    """Load the settings, set up logging, run the command: every expected failure is one line."""
+def _execute(command: str, args: Namespace | SimpleNamespace, settings: Settings | None = None) -> int:
+    """Load the settings (unless the caller did), set up logging, run the command: every expected failure
+    is one line."""
     from walship import logs
-    from walship.errors import WalshipError
     try:
-        from walship.config import load_settings
-        settings = load_settings(_flags(args), config_path=getattr(args, "config", None))
+        if settings is None:
+            from walship.config import load_settings
+            settings = load_settings(_flags(args), config_path=getattr(args, "config", None))
     except WalshipError as exc:
         if getattr(args, "plugin", False):  # Nagios plugin API: a check that cannot run is UNKNOWN
             print(f"UNKNOWN: {exc.one_line()}")
@@ -247,16 +236,18 @@ def _wal_fetch_exit_code(exc: WalshipError | None) -> int:
 
     PostgreSQL reads any exit below 126 during archive recovery as "not in the archive" and ends
     recovery there, selects a new timeline and promotes. So wal-fetch answers 1 only for the real end
-    of the archive (NotInArchive, raised only once the miss is proven to be that end, and answered in
-    _dispatch); every other failure (a gap, the destination unwritable or full, the configuration or the
-    encryption key unavailable, the repository missing, unmounted or failing, a refused segment, a bug)
+    of the archive (NotInArchive, raised only once the miss is proven to be that end, and answered by
+    archive/commands.py's wal_fetch); every other failure (a gap, the destination unwritable or full,
+    the configuration or the encryption key unavailable, the repository missing, unmounted or failing,
+    a refused segment, a bug)
     exits 126 during archive recovery: PostgreSQL stops, and starting the server again after the fix
     goes on where it stopped. A standby (standby.signal) retries whatever the code: it gets the error's own.
     exc: the WalshipError, or None for a failure that is not one (its exit would be 1)."""
     from walship.errors import EXIT_ABORT_RECOVERY, EXIT_FAILURE, NotInArchive
     if isinstance(exc, NotInArchive):
         return exc.exit_code
-    if _in_archive_recovery():
+    from walship.pg.recoveryfiles import in_archive_recovery
+    if in_archive_recovery():    # restore_command runs in PGDATA
         from walship import logs
         logs.error("recovery_aborted",
                    "stopping recovery: ending it here would lose the WAL still in the repository; "
@@ -265,80 +256,15 @@ def _wal_fetch_exit_code(exc: WalshipError | None) -> int:
     return exc.exit_code if exc is not None else EXIT_FAILURE
 
 
-def _in_archive_recovery() -> bool:
-    """restore_command runs in PGDATA: recovery.signal without standby.signal is archive recovery."""
-    import os
-    return os.path.exists("recovery.signal") and not os.path.exists("standby.signal")
-
-
-def _store_factory(settings):
+def _store_factory(settings: Settings) -> Callable[[], Store]:
     from walship.config import require_repo
     from walship.storage import open_store
 
-    def factory():
+    def factory() -> Store:
         return open_store(require_repo(settings), settings)
     return factory
 
 
-def _dispatch(command: str, args, settings) -> int:
-    if command == "wal-push":
-        from walship.archive.push import wal_push
-        from walship.monitoring.hooks import archive_result
-        try:
-            results = wal_push(args.wal_path, settings, _store_factory(settings)())
-        except Exception as exc:
-            archive_result(settings, ok=False, error=exc, segment=args.wal_path)
-            raise
-        archive_result(settings, ok=True, results=results, segment=args.wal_path)
-        return 0
-    if command == "wal-fetch":
-        from walship.archive.fetch import wal_fetch
-        from walship.errors import NotInArchive
-        try:
-            wal_fetch(args.wal_name, args.dest_path, settings, _store_factory(settings),
-                      config_path=getattr(args, "config", None))
-        except NotInArchive as exc:
-            # The real end of the archive (wal_fetch proved it): PostgreSQL asks for the segment
-            # after the last one, and for timeline history files that do not exist.
-            from walship import logs
-            from walship.archive.fetch import forget_prefetched, notice_end_of_restored_copy
-            logs.info("wal_not_found", exc.message, segment=args.wal_name)
-            forget_prefetched(args.wal_name, args.dest_path)
-            notice_end_of_restored_copy(args.wal_name, args.dest_path)
-            return exc.exit_code
-        return 0
-    if command == "wal-prefetch":
-        from walship.archive.fetch import run_prefetcher
-        return run_prefetcher(args.wal_name, args.directory, args.segment_size, settings,
-                              _store_factory(settings))
-    if command == "config":
-        return _print_config(settings, args.json)
-    handler = getattr(args, "handler", None)
-    if handler:
-        module, _, func = handler.partition(":")
-        return getattr(__import__(module, fromlist=[func]), func)(command, args, settings, _store_factory(settings))
-    raise AssertionError(command)
-
-
-def _print_config(settings, as_json: bool) -> int:
-    """Every setting, its value (secrets masked) and where it came from; for an S3 repository also the
-    source of the AWS credentials (never their values), which are not settings but decide everything."""
-    values = settings.masked()
-    credentials = None
-    if not settings.repo or settings.repo.startswith("s3://"):
-        from walship.storage.s3 import describe_credentials
-        credentials = describe_credentials(settings)
-    if as_json:
-        import json
-        doc = {k: {"value": v, "source": settings.sources.get(k, "default")} for k, v in values.items()}
-        if credentials is not None:
-            doc["s3_credentials"] = {"value": credentials, "source": "AWS credential chain"}
-        print(json.dumps(doc, indent=2, default=str))
-        return 0
-    width = max(len(k) for k in values)
-    for key, value in values.items():
-        shown = "" if value is None else value
-        print(f"{key:<{width}}  {shown!s:<40}  ({settings.sources.get(key, 'default')})")
-    if credentials is not None:
-        print(f"{'s3_credentials':<{width}}  {credentials}  (AWS credential chain)")
-    return 0
+def _dispatch(command: str, args: Namespace | SimpleNamespace, settings: Settings) -> int:
+    module, _, func = args.handler.partition(":")
+    return getattr(__import__(module, fromlist=[func]), func)(command, args, settings, _store_factory(settings))

@@ -24,6 +24,10 @@ from collections.abc import Callable
 
 from walship.errors import ConfigError
 
+TYPE_CHECKING = False          # typing's own would import typing on archive_command's fast path
+if TYPE_CHECKING:
+    import argparse
+
 DEFAULT_CONFIG_PATHS = ("/etc/walship/walship.toml",)
 # WALSHIP_* variables that are not settings: the config file's path, and the development scripts'
 # own variables (scripts/setup, scripts/demo, tests), so that a shell that ran them can run walship.
@@ -37,12 +41,14 @@ class Option:
     """One setting: its type, default, allowed values and help. Validation and conversion come from here.
     A plain class with __slots__ rather than a dataclass: importing dataclasses costs every archive_command."""
 
-    __slots__ = ("name", "kind", "default", "help", "choices", "low", "high", "secret", "check")
+    __slots__ = ("name", "kind", "default", "help", "choices", "low", "high", "secret", "check", "flag",
+                 "flag_commands", "flag_help")
 
     def __init__(self, name: str, kind: str, default: object, help: str, *,
                  choices: tuple[str, ...] | Callable[[], tuple[str, ...]] = (),
                  low: float | None = None, high: float | None = None, secret: bool = False,
-                 check: Callable[[str], str | None] | None = None):
+                 check: Callable[[str], str | None] | None = None,
+                 flag: str | None = None, flag_commands: tuple[str, ...] = (), flag_help: str | None = None):
         self.name = name
         self.kind = kind                # "str", "int", "float" or "bool"
         self.default = default          # None: unset (the help says what happens then)
@@ -53,6 +59,15 @@ class Option:
         self.high = high
         self.secret = secret            # masked by `walship config`; a file holding it must be chmod 600
         self.check = check              # (value) -> None or what is wrong, for values with a form (URLs)
+        self.flag = flag                # its command-line flag, if it has one
+        self.flag_commands = flag_commands  # the commands that take the flag; () = every command
+        self.flag_help = flag_help      # the flag's help where it differs from help; "" = hidden (WAL-E's flags)
+
+    def takes_flag(self, command: str | None) -> bool:
+        """Whether `command` takes this setting's flag (None: whether every command does)."""
+        if self.flag is None:
+            return False
+        return not self.flag_commands or command in self.flag_commands
 
 
 def _url(*schemes: str) -> Callable[[str], str | None]:
@@ -82,7 +97,7 @@ def _codecs() -> tuple[str, ...]:
 
 
 _OPTIONS = (
-    Option("repo", "str", None, "s3://bucket/prefix or file:///absolute/path"),
+    Option("repo", "str", None, "s3://bucket/prefix or file:///absolute/path", flag="--repo"),
     Option("compression", "str", "zstd", "codec of stored objects", choices=_codecs),
     Option("compression_level", "int", None, "codec level (default: the codec's; WAL uses a fast level)"),
     Option("allow_untested_pg", "bool", False, "run on a PostgreSQL major walship was not tested on (14 to 18)"),
@@ -106,9 +121,11 @@ _OPTIONS = (
 
     # WAL archiving
     Option("push_batch", "int", 8, "segments one wal-push call uploads (itself + other .ready)", low=1, high=1000),
-    Option("push_concurrency", "int", 4, "parallel uploads in one wal-push call", low=1, high=64),
+    Option("push_concurrency", "int", 4, "parallel uploads in one wal-push call", low=1, high=64,
+           flag="--pool-size", flag_commands=("wal-push",), flag_help="parallel uploads (WAL-E's flag)"),
     Option("spool_dir", "str", None, "default: <pg_wal>/walship_spool"),
-    Option("fetch_prefetch", "int", 8, "segments wal-fetch downloads ahead (0 = off)", low=0, high=1000),
+    Option("fetch_prefetch", "int", 8, "segments wal-fetch downloads ahead (0 = off)", low=0, high=1000,
+           flag="--prefetch", flag_commands=("wal-fetch", "wal-prefetch")),
 
     # streaming WAL (wal-receive)
     Option("receive_spool_dir", "str", None, "wal-receive's local spool of WAL not yet stored (required)"),
@@ -121,17 +138,21 @@ _OPTIONS = (
            "stops reading", low=64 * _MIB, high=1 << 50),
 
     # base backups
-    Option("backup_concurrency", "int", 2, "parallel part workers of backup-push/fetch", low=1, high=64),
+    Option("backup_concurrency", "int", 2, "parallel part workers of backup-push/fetch", low=1, high=64,
+           flag="--pool-size", flag_commands=("backup-push", "backup-fetch"),
+           flag_help="parallel compress+upload (download+extract) workers"),
     Option("backup_part_size", "int", 128 * _MIB, "uncompressed bytes per tar part",
            low=64 * 1024, high=64 * 1024 * _MIB),
     Option("retain", "int", None, "backups backup-push --retain keeps", low=1, high=100000),
     Option("backup_page_checksums", "bool", True, "verify page checksums while backup-push reads (data checksums on)"),
 
     # logging
-    Option("log_destination", "str", "stderr", "where log lines go", choices=("stderr", "syslog", "both", "none")),
-    Option("log_format", "str", "text", "log lines as text or JSON", choices=("text", "json")),
+    Option("log_destination", "str", "stderr", "where log lines go", choices=("stderr", "syslog", "both", "none"),
+           flag="--log-destination"),
+    Option("log_format", "str", "text", "log lines as text or JSON", choices=("text", "json"), flag="--log-format"),
     Option("log_level", "str", "info", "least severe level logged", choices=("debug", "info", "warning", "error")),
-    Option("syslog_program", "str", "walship", 'syslog program name ("{command}" expands to the command)'),
+    Option("syslog_program", "str", "walship", 'syslog program name ("{command}" expands to the command)',
+           flag="--syslog-program"),
     Option("syslog_facility", "str", "user", "syslog facility",
            choices=("user", "daemon", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
                     "local7")),
@@ -158,10 +179,36 @@ _OPTIONS = (
     Option("encryption_key", "str", None, "base64 keys, one per line (the first encrypts)", secret=True),
     Option("encryption_key_file", "str", None, "file of base64 keys, one per line"),
     Option("encryption_key_command", "str", None, "command printing base64 keys, one per line"),
-    Option("gpg_key_id", "str", None, "WAL-E's gpg key: its objects are decrypted with gpg"),
+    Option("gpg_key_id", "str", None, "WAL-E's gpg key: its objects are decrypted with gpg", flag="--gpg-key-id",
+           flag_help=""),
 )
 OPTIONS: dict[str, Option] = {option.name: option for option in _OPTIONS}
 SECRET_SETTINGS = frozenset(option.name for option in _OPTIONS if option.secret)
+_KIND_TYPES: dict[str, type] = {"str": str, "int": int, "float": float}
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, command: str | None = None) -> None:
+    """The flags the settings declare: command None adds the ones every command takes (to the shared
+    parent parser), a command's name those only it takes. Each flag's dest is its setting's name."""
+    import argparse          # only here: the parser is being built, argparse is loaded already
+
+    for option in _OPTIONS:
+        own = bool(option.flag_commands)       # a shared flag comes with the parent parser, once
+        if not option.takes_flag(command) or own != (command is not None):
+            continue
+        kwargs: dict[str, object] = {"dest": option.name, "type": _KIND_TYPES[option.kind]}
+        if option.choices and not callable(option.choices):
+            kwargs["choices"] = list(option.choices)
+        if option.flag_help == "":
+            kwargs["help"] = argparse.SUPPRESS
+        else:
+            kwargs["help"] = f"{option.flag_help or option.help} (env WALSHIP_{option.name.upper()})"
+        parser.add_argument(option.flag, **kwargs)
+
+
+def flag_values(args: object) -> dict[str, object]:
+    """The settings given as flags on a parsed command line (None where a flag was not given)."""
+    return {option.name: getattr(args, option.name, None) for option in _OPTIONS if option.flag is not None}
 
 
 class Settings:
@@ -287,6 +334,14 @@ _WALE_LOG_DESTINATIONS = {frozenset({"stderr"}): "stderr", frozenset({"syslog"})
                           frozenset({"stderr", "syslog"}): "both"}
 
 
+def wale_file_prefix_to_repo(prefix: str) -> str:
+    """WAL-E's file prefix (WALE_FILE_PREFIX, --file-prefix) as a walship repository URL: WAL-E's form is
+    file://localhost/absolute/path, which file:///absolute/path means too."""
+    if prefix.startswith("file://localhost/"):
+        return "file:///" + prefix[len("file://localhost/"):]
+    return prefix
+
+
 def _wale_environment(env: dict[str, str]) -> dict[str, str]:
     """Translate WAL-E's variables into walship setting names (docs/migrating-from-wal-e.md)."""
     out: dict[str, str] = {}
@@ -294,10 +349,7 @@ def _wale_environment(env: dict[str, str]) -> dict[str, str]:
     if chosen == "WALE_S3_PREFIX":
         out["repo"] = env[chosen]
     elif chosen == "WALE_FILE_PREFIX":
-        prefix = env[chosen]
-        # WAL-E's form is file://localhost/absolute/path; file:///absolute/path means the same
-        if prefix.startswith("file://localhost/"):
-            prefix = "file:///" + prefix[len("file://localhost/"):]
+        prefix = wale_file_prefix_to_repo(env[chosen])
         if not prefix.startswith("file:///"):
             raise ConfigError(f"WALE_FILE_PREFIX {prefix!r} is not a file:// URL of an absolute path",
                               "use file://localhost/absolute/path")
@@ -444,3 +496,29 @@ def require_repo(settings: Settings) -> str:
         raise ConfigError("no repository configured",
                           "set WALSHIP_REPO (s3://bucket/prefix or file:///path) or pass --repo")
     return settings.repo
+
+
+def show_command(command: str, args: argparse.Namespace, settings: Settings,
+                 store_factory: Callable[[], object]) -> int:
+    """`walship config [--json]`: every setting, its value (secrets masked) and where it came from; for an S3
+    repository also the source of the AWS credentials (never their values), which are not settings but
+    decide everything."""
+    values = settings.masked()
+    credentials = None
+    if not settings.repo or settings.repo.startswith("s3://"):
+        from walship.storage.s3 import describe_credentials
+        credentials = describe_credentials(settings)
+    if args.json:
+        import json
+        doc = {k: {"value": v, "source": settings.sources.get(k, "default")} for k, v in values.items()}
+        if credentials is not None:
+            doc["s3_credentials"] = {"value": credentials, "source": "AWS credential chain"}
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    width = max(len(k) for k in values)
+    for key, value in values.items():
+        shown = "" if value is None else value
+        print(f"{key:<{width}}  {shown!s:<40}  ({settings.sources.get(key, 'default')})")
+    if credentials is not None:
+        print(f"{'s3_credentials':<{width}}  {credentials}  (AWS credential chain)")
+    return 0

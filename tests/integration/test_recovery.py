@@ -8,7 +8,7 @@ from tests.conftest import require_version
 from tests.support import pg
 from tests.support.recovery import (archive_after_backup, backup_fetch, restore_command, start_and_check_every_row,
                                    write_config)
-from walship.pg.restored import COPY, read_restore_marker
+from walship.pg.recoveryfiles import COPY, read_restore_marker
 
 
 def _recover(primary: pg.Cluster, cluster_factory, scratch, repo_env: dict) -> pg.Cluster:

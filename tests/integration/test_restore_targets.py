@@ -179,5 +179,5 @@ def test_a_cluster_restored_to_a_point_then_promoted_backs_up_and_restores_to_it
 
     latest = restore.restore(15, cluster_factory, "latest", repo_env, "LATEST")
     assert restore.ids(latest) == expected
-    from walship.backup.recovery import DISABLED_PREFIX
+    from walship.pg.recoveryfiles import DISABLED_PREFIX
     assert f"{DISABLED_PREFIX}recovery_target_time" in (latest.datadir / "postgresql.auto.conf").read_text()

@@ -11,6 +11,7 @@ import pytest
 from walship import pipeline
 from walship.backup import fetch, recovery, timelines, walk
 from walship.backup.catalog import Marker
+from walship.pg import recoveryfiles
 from walship.repo import catalog
 from walship.errors import ConfigError
 from walship.storage.local import LocalStore
@@ -79,21 +80,21 @@ def test_an_earlier_recovery_is_commented_out_and_only_this_one_is_written(tmp_p
         "Recovery_Target_Action = 'promote'\nrestore_command = 'old'\nprimary_conninfo = 'host=old'\n")
     (tmp_path / "postgresql.conf").write_text("shared_buffers = 1GB\n  standby_mode = on\n")
     (tmp_path / "standby.signal").write_text("")
-    recovery.remove_signal_files(str(tmp_path))
-    assert recovery.neutralise(str(tmp_path)) == ["recovery_target_time", "recovery_target_action",
-                                                  "restore_command", "primary_conninfo", "standby_mode"]
+    recoveryfiles.remove_signal_files(str(tmp_path))
+    assert recoveryfiles.comment_out_recovery_settings(str(tmp_path)) == [
+        "recovery_target_time", "recovery_target_action", "restore_command", "primary_conninfo", "standby_mode"]
     recovery.write_settings(str(tmp_path), "b1", "walship wal-fetch %f %p --repo 'file:///r'",
                             recovery.Target(name="before'upgrade"), None, [])
-    recovery.signal_recovery(str(tmp_path), None)
+    recoveryfiles.signal_recovery(str(tmp_path), None)
     text = (tmp_path / "postgresql.auto.conf").read_text()
     active = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert active == ["port = 5432", "archive_mode = 'on'",
                       "restore_command = 'walship wal-fetch %f %p --repo ''file:///r'''",
                       "recovery_target_name = 'before''upgrade'"]
-    assert f"{recovery.DISABLED_PREFIX}recovery_target_time = '2026-11-01 10:00:00+00'" in text
-    assert f"{recovery.DISABLED_PREFIX}primary_conninfo = 'host=old'" in text
+    assert f"{recoveryfiles.DISABLED_PREFIX}recovery_target_time = '2026-11-01 10:00:00+00'" in text
+    assert f"{recoveryfiles.DISABLED_PREFIX}primary_conninfo = 'host=old'" in text
     assert ((tmp_path / "postgresql.conf").read_text()
-            == f"shared_buffers = 1GB\n{recovery.DISABLED_PREFIX}  standby_mode = on\n")
+            == f"shared_buffers = 1GB\n{recoveryfiles.DISABLED_PREFIX}  standby_mode = on\n")
     assert (tmp_path / "recovery.signal").exists() and not (tmp_path / "standby.signal").exists()
 
 
@@ -232,3 +233,13 @@ def test_as_root_the_files_go_to_the_owner_of_the_parent_or_postgres(tmp_path):
     owner = fetch.restore_owner(str(parent / "dest"))
     import pwd
     assert owner[:2] == (pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
+
+
+def test_archive_recovery_is_recovery_signal_without_standby_signal(tmp_path):
+    assert not recoveryfiles.in_archive_recovery(str(tmp_path))
+    recoveryfiles.signal_recovery(str(tmp_path), None)
+    assert recoveryfiles.in_archive_recovery(str(tmp_path))
+    (tmp_path / recoveryfiles.STANDBY_SIGNAL).touch()
+    assert not recoveryfiles.in_archive_recovery(str(tmp_path))      # a standby retries instead
+    recoveryfiles.remove_signal_files(str(tmp_path))
+    assert not any(tmp_path.iterdir())

@@ -150,7 +150,7 @@ def test_an_acknowledgement_is_honoured_only_for_the_repository_it_was_written_f
 
 def test_a_copy_restored_by_backup_fetch_does_not_archive_into_its_origin(tmp_path, store, monkeypatch):
     from walship.errors import WalshipError
-    from walship.pg.restored import COPY, PRIMARY, write_restore_marker
+    from walship.pg.recoveryfiles import COPY, PRIMARY, write_restore_marker
     from walship.repo import record
     first, second = names(1, 2)
     wal = make_wal_dir(tmp_path, [first, second], ready=False)

@@ -57,3 +57,17 @@ def test_a_damaged_message_is_an_integrity_error_with_gpgs_reason():
 def test_a_locked_key_says_so(stderr):
     err = gpg.decrypt_filter("obj", None).failure(2, stderr)
     assert isinstance(err, gpg.KeyUnavailable) and "locked by a passphrase" in err.message
+
+
+def test_the_key_named_is_the_gpg_key_id_setting_not_the_environment(tmp_path, gnupg_home, monkeypatch):
+    from walship.archive.fetch import download
+    from walship.config import Settings
+    from walship.storage import open_store
+    store = open_store(f"file://{tmp_path}/repo", Settings())
+    store.put("wal_005/000000010000000000000003.lzo", gpg_symmetric(gnupg_home, b"segment"))
+    monkeypatch.setenv("WALE_GPG_KEY_ID", "0xFROMENV")
+    named = []
+    monkeypatch.setattr(gpg, "decrypt_filter", lambda what, key_id: named.append(key_id) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        download(store, "000000010000000000000003", None, "0xSETTING")
+    assert named == ["0xSETTING"]

@@ -54,3 +54,27 @@ def test_check_name_never_crashes(text):
         w.check_name(text)
     except w.InvalidWalName:
         pass
+
+
+def test_the_segment_before_a_stop_point_on_a_boundary_is_the_previous_one():
+    from walship.pg.walnames import segment_name_before
+    assert segment_name_before(w.parse_lsn("0/3000000"), 1) == "000000010000000000000002"
+    assert segment_name_before(w.parse_lsn("0/3000028"), 1) == "000000010000000000000003"
+    assert segment_name_before(w.parse_lsn("1/0"), 2) == "0000000200000000000000FF"
+
+
+def test_segments_between_two_names_cross_a_log_boundary():
+    from walship.pg.walnames import segments_between
+    assert segments_between("0000000300000000000000FE", "000000030000000100000001") == [
+        "0000000300000000000000FE", "0000000300000000000000FF", "000000030000000100000000",
+        "000000030000000100000001"]
+    assert segments_between("000000010000000000000004", "000000010000000000000004") == ["000000010000000000000004"]
+
+
+def test_timeline_and_position_of_every_kind_of_name():
+    from walship.pg.walnames import position_key, timeline_of
+    assert [timeline_of(n) for n in ("0000000A0000000000000003", "0000000A0000000000000003.partial",
+                                     "0000000A0000000000000003.00000028.backup", "0000000A.history")] == [10] * 4
+    assert position_key("000000020000000100000003") > position_key("0000000300000000000000FF")
+    with pytest.raises(w.InvalidWalName):
+        timeline_of("RECOVERYXLOG")

@@ -34,7 +34,7 @@ from walship.errors import IntegrityError, NotInArchive, WalshipError
 from walship.repo.layout import (WAL_PREFIX, WALE_WAL_PREFIX, wal_key, wal_name_of_key, wale_wal_key,
                                  wale_wal_name_of_key)
 from walship.pg.walnames import (DEFAULT_SEGMENT_SIZE, PARTIAL_RE, Segment, check_name, format_lsn, is_segment,
-                                 parse_history)
+                                 parse_history, position_key, timeline_of)
 from walship.storage import ObjectNotFound, Store
 from walship.streams import process_running
 
@@ -93,13 +93,14 @@ def check_served_segment(data: bytes, name: str, pgdata: str = ".") -> None:
                             system_identifier=identity[0] if identity else None)
 
 
-def download(store: Store, name: str, keyring=None) -> bytes:
-    """The verified content of an archived WAL file; NotInArchive when absent."""
+def download(store: Store, name: str, keyring=None, gpg_key_id: str | None = None) -> bytes:
+    """The verified content of an archived WAL file; NotInArchive when absent. gpg_key_id: the setting,
+    named when a WAL-E object cannot be decrypted."""
     try:
         blob = store.get(wal_key(name))
     except ObjectNotFound:
         from walship.walecompat import wal as wale_wal   # WAL archived by WAL-E before the switch
-        data = wale_wal.fetch(store, name)
+        data = wale_wal.fetch(store, name, gpg_key_id)
         if data is None:
             raise NotInArchive(f"{name} is not in the archive {store.url}") from None
         return data
@@ -133,7 +134,7 @@ def wal_fetch(name: str, dest_path: str, settings: "Settings", store_factory: Ca
         store = store_factory()
         keyring = keyring_from_settings(settings)
         try:
-            data = download(store, name, keyring)
+            data = download(store, name, keyring, settings.gpg_key_id)
         except NotInArchive:
             check_end_of_archive(store, name, keyring)
             data = _received_partial(store, name, keyring)   # the last segment, as far as wal-receive got
@@ -216,8 +217,7 @@ def wal_after(missing: str, later_names: Iterable[str], history: Callable[[int],
     - a segment of a timeline T' whose history branches from T at or after the end of X, at or after
       that branch point: recovery follows T through X to reach it.
     A branch from T before X's end leaves X on T unneeded (the descendant has its own copy of it)."""
-    timeline = int(missing[:8], 16)
-    number = Segment.parse(missing, segment_size).number
+    timeline, number = Segment.parse(missing, segment_size)
     newest_on: dict[int, int] = {}           # a later timeline -> the highest segment number stored on it
     for other in later_names:
         full = is_segment(other)
@@ -265,19 +265,17 @@ def forget_prefetched(name: str, dest_path: str) -> None:
 
 
 # settings a wal-fetch command line may carry, and the flag that passes each on to the prefetcher
-_PASSED_ON_FLAGS = (("repo", "--repo"), ("fetch_prefetch", "--prefetch"), ("log_format", "--log-format"),
-                    ("log_destination", "--log-destination"), ("syslog_program", "--syslog-program"))
-
-
 def prefetcher_command(name: str, pdir: str, segment_size: int, settings: "Settings",
                        config_path: str | None) -> list[str]:
     """The wal-prefetch command line: the same repository, config file and command-line settings as the
     wal-fetch that starts it (restore_command carries --repo and --config; the server's environment
     has no WALSHIP_REPO)."""
     cmd = [sys.executable, "-m", "walship", "wal-prefetch", name, pdir, str(segment_size)]
-    for setting, flag in _PASSED_ON_FLAGS:
-        if settings.sources.get(setting) == "command line" or (setting == "repo" and settings.repo):
-            cmd += [flag, str(getattr(settings, setting))]
+    from walship.config import OPTIONS
+    for option in OPTIONS.values():
+        given = settings.sources.get(option.name) == "command line" or (option.name == "repo" and settings.repo)
+        if option.takes_flag("wal-prefetch") and given:
+            cmd += [option.flag, str(getattr(settings, option.name))]
     if config_path:
         cmd += ["--config", os.path.abspath(config_path)]
     return cmd
@@ -316,7 +314,7 @@ def _drop_older(pdir: str, current: str) -> None:
     except OSError:
         return
     for entry in entries:
-        if is_segment(entry) and entry[8:] <= current[8:]:
+        if is_segment(entry) and position_key(entry) <= position_key(current):
             try:
                 os.unlink(os.path.join(pdir, entry))
             except OSError:
@@ -349,7 +347,7 @@ def run_prefetcher(name: str, pdir: str, segment_size: int, settings, store_fact
 
         def one(seg_name: str) -> bool:
             try:
-                data = download(store, seg_name, keyring)
+                data = download(store, seg_name, keyring, settings.gpg_key_id)
                 # checked as wal-fetch checks what it serves: a refused file is not kept, and
                 # wal-fetch, asked for it, downloads it again and stops recovery with the reason
                 check_served_segment(data, seg_name)
@@ -384,13 +382,13 @@ def notice_end_of_restored_copy(name: str, dest_path: str) -> None:
     if not HISTORY_RE.match(name):
         return
     try:
-        replayed = [int(entry[:8], 16) for entry in os.listdir(os.path.dirname(os.path.abspath(dest_path)))
+        replayed = [timeline_of(entry) for entry in os.listdir(os.path.dirname(os.path.abspath(dest_path)))
                     if is_segment(entry)]
     except OSError:
         return
-    if not replayed or int(name[:8], 16) <= max(replayed):
+    if not replayed or timeline_of(name) <= max(replayed):
         return
-    from walship.pg.restored import COPY, read_restore_marker
+    from walship.pg.recoveryfiles import COPY, read_restore_marker
     marker = read_restore_marker(".")
     if marker is None or marker.get("mode") != COPY:
         return

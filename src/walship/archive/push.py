@@ -120,7 +120,7 @@ def owning_record(store: Store, wal_path: str) -> repo_record.RepositoryRecord |
 def refuse_copy_into_origin(store: Store, owner: repo_record.RepositoryRecord | None) -> None:
     """A server backup-fetch restored as a copy must not archive into the repository it came from: its
     promotion's timeline would become the history that later restores follow."""
-    from walship.pg.restored import COPY, read_restore_marker
+    from walship.pg.recoveryfiles import COPY, read_restore_marker
     marker = read_restore_marker(".")
     if marker is None or marker.get("mode") != COPY:
         return
@@ -171,14 +171,13 @@ def _describe(r: PushResult) -> dict:
 
 
 def wal_push(wal_path: str, settings, store: Store) -> list[PushResult]:
-    """Archive wal_path (and a batch of other .ready files). Raises unless wal_path is stored."""
+    """Archive wal_path (and a batch of other .ready files). Raises unless wal_path is stored.
+    Whether an earlier call stored it already (its spool marker) the command asks first
+    (archive/commands.py), before this module is even imported."""
     name = check_name(os.path.basename(wal_path))
     wal_dir = os.path.dirname(os.path.abspath(wal_path))
     spool_directory = spool.spool_dir(wal_path, settings.spool_dir)
     destination = spool.destination(settings)
-    if spool.acknowledge(wal_path, spool_directory, destination):
-        logs.info("wal_pushed", f"{name} was archived by an earlier call", segment=name)
-        return []
     if not os.path.exists(wal_path):
         raise WalshipError(f"{wal_path} does not exist", "wal-push takes the path PostgreSQL passes as %p")
 

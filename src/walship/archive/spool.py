@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False          # typing's own would be an import on the fast path
+if TYPE_CHECKING:
+    from walship.config import Settings
+
 SPOOL_NAME = "walship_spool"
 PREFETCH_NAME = "walship_prefetch"
 _SUFFIX = ".pushed"
@@ -31,7 +35,7 @@ def spool_dir(wal_path: str, configured: str | None = None) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(wal_path)), SPOOL_NAME)
 
 
-def destination(settings) -> str:
+def destination(settings: Settings) -> str:
     """Where, and with which key source, segments are being stored (no secret: a key given inline is named
     only as such). Plain text rather than a digest: hashlib costs ~4 ms on the fast path."""
     if settings.encryption_key_file:
@@ -41,6 +45,18 @@ def destination(settings) -> str:
     else:
         key = "key:inline" if settings.encryption_key else "key:none"
     return f"{settings.repo or ''} {key}".replace("\n", " ")
+
+
+def already_pushed(wal_path: str, settings: Settings) -> bool:
+    """The archive_command fast path: an earlier wal-push stored exactly this file in this repository
+    (its marker, consumed). Opens nothing but the marker and the file's metadata."""
+    return acknowledge(wal_path, spool_dir(wal_path, settings.spool_dir), destination(settings))
+
+
+def log_already_pushed(wal_path: str) -> None:
+    from walship import logs         # only once acknowledged: logging is most of the fast path's imports
+    name = os.path.basename(wal_path)
+    logs.info("wal_pushed", f"{name} archived (by an earlier call)", segment=name)
 
 
 def _identity(st: os.stat_result, destination: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from walship.config import add_setting_flags
+
 HANDLER = "walship.backup.commands:run"
 
 
@@ -15,7 +17,7 @@ def add_parsers(sub, common) -> None:
                    help="backing up a standby: the primary, where walship runs pg_switch_wal() at the end so "
                         "that the WAL ending the backup is archived at once instead of at its archive_timeout")
     p.add_argument("--retain", type=int, help="after success, keep only the newest N backups (and their WAL)")
-    p.add_argument("--pool-size", type=int, dest="backup_concurrency", help="parallel compress+upload workers")
+    add_setting_flags(p, "backup-push")
     p.add_argument("--while-offline", action="store_true", help="back up a stopped cluster")
     p.add_argument("--progress", choices=["auto", "bar", "line", "none"], default="auto")
 
@@ -53,7 +55,7 @@ def add_parsers(sub, common) -> None:
                         "archives nothing)")
     p.add_argument("--tablespace", action="append", metavar="OID=DIR",
                    help="restore tablespace OID into DIR instead of its original location (repeatable)")
-    p.add_argument("--pool-size", type=int, dest="backup_concurrency")
+    add_setting_flags(p, "backup-fetch")
     p.add_argument("--blind-restore", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--restore-spec", help=argparse.SUPPRESS)
     p.add_argument("--progress", choices=["auto", "bar", "line", "none"], default="auto")

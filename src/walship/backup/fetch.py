@@ -13,7 +13,7 @@ every directory fsynced are the recovery settings written, and recovery.signal
 last: a directory without recovery.signal is not a restore that finished.
 
 A restore is a COPY unless --as-primary says it is the new primary: a copy gets
-archive_mode = off and the marker of pg/restored.py, so that its WAL never
+archive_mode = off and the marker of pg/recoveryfiles.py, so that its WAL never
 reaches the repository it came from (it would fork production's history there).
 """
 
@@ -32,7 +32,7 @@ from walship.backup.manifest import parse_lines
 from walship.crypto import keyring_from_settings
 from walship.errors import ConfigError
 from walship.restorefs import disk_error, sync_tree
-from walship.pg import restored, walnames
+from walship.pg import recoveryfiles, walnames
 from walship.repo import layout
 from walship.repo import record as repo_record
 from walship.repo.catalog import BackupInfo, RestoreRequest, choose, utc_text
@@ -198,11 +198,12 @@ def _announce(say: Callable[[str], None], dest: str, plan: Plan, target: recover
 def _finish(dest: str, plan: Plan, target: recovery.Target, store, record, config_path: str | None,
             as_primary: bool, owner: Owner | None, say: Callable[[str], None]) -> None:
     """Settings, marker and owner once every file is in; recovery.signal last."""
-    recovery.remove_signal_files(dest)
-    disabled = recovery.neutralise(dest)
+    recoveryfiles.remove_signal_files(dest)
+    disabled = recoveryfiles.comment_out_recovery_settings(dest)
     if disabled:
         say(f"  commented out recovery settings the backup carried: {', '.join(disabled)}")
-    restored.write_restore_marker(dest, restored.PRIMARY if as_primary else restored.COPY, store.url,
+    recoveryfiles.write_restore_marker(dest, recoveryfiles.PRIMARY if as_primary else recoveryfiles.COPY,
+                                       store.url,
                                   record.repository_id if record is not None else None, plan.backup.name)
     command = recovery.restore_command(recovery.walship_executable(), store.url, config_path)
     recovery.write_settings(dest, plan.backup.name, command, target, plan.followed,
@@ -213,7 +214,7 @@ def _finish(dest: str, plan: Plan, target: recovery.Target, store, record, confi
             chown_tree(root, *owner.ids)
     for root in roots:
         sync_tree(root)
-    recovery.signal_recovery(dest, owner.ids if owner is not None else None)
+    recoveryfiles.signal_recovery(dest, owner.ids if owner is not None else None)
 
 
 def restore_owner(dest: str) -> Owner | None:

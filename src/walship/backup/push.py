@@ -145,8 +145,7 @@ def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: 
           progress_mode: str, before_marker: Callable[[], None], primary: str | None,
           page_check: PageCheck | None) -> BackupInfo:
     """Copy the files, stop the backup, and mark it complete once its last WAL segment is archived."""
-    estimate = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0] or 0
-    bar = progress.make(progress_mode, f"backup {name}", estimate)
+    bar = progress.make(progress_mode, f"backup {name}", backup_api.database_size(conn))
     uploader = _Uploader(store, name, settings, bar, page_check.reader if page_check else None)
     tablespaces = walk.tablespaces(pgdata)
     parts = uploader.upload_all(tarstream.plan_parts(walk.walk(pgdata), settings.backup_part_size, MAX_MEMBERS))
@@ -159,12 +158,13 @@ def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: 
         page_check.report(name)
     start_lsn, start_wal = backup_api.label_start(stop.backup_label)
     # the segment holding the last byte before the stop point (pg_backup_stop's own wait stops there too)
-    stop_wal = walnames.segment_name_of(walnames.parse_lsn(stop.lsn) - 1, int(start_wal[:8], 16),
-                                        facts.wal_segment_size)
+    stop_wal = walnames.segment_name_before(walnames.parse_lsn(stop.lsn), walnames.timeline_of(start_wal),
+                                            facts.wal_segment_size)
     if facts.in_recovery:
         # PostgreSQL waited for nothing: every segment the backup spans must be checked here
         _archive_from_primary(store, stop_wal, primary, facts)
-        _wait_archived(store, _segments(start_wal, stop_wal, facts.wal_segment_size), at_archive_timeout=not primary)
+        _wait_archived(store, walnames.segments_between(start_wal, stop_wal, facts.wal_segment_size),
+                       at_archive_timeout=not primary)
     else:
         # the archiver goes in order, and retries a failed segment before any later one: the last one stored
         # means every earlier one is
@@ -338,11 +338,6 @@ def _wait_archived(store, segments: list[str], at_archive_timeout: bool) -> None
                                    f"after {limit:.0f} s; the backup is not usable without it", hint)
             time.sleep(0.5)
 
-
-def _segments(start_wal: str, stop_wal: str, segment_size: int) -> list[str]:
-    first = walnames.Segment.parse(start_wal, segment_size)
-    last = walnames.Segment.parse(stop_wal, segment_size)
-    return [walnames.Segment(first.timeline, n).name(segment_size) for n in range(first.number, last.number + 1)]
 
 
 def _remove_unfinished(store, name: str) -> None:

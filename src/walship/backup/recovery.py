@@ -33,16 +33,8 @@ import time
 from dataclasses import dataclass
 
 from walship.errors import ConfigError
-from walship.pg import walnames
+from walship.pg import recoveryfiles, walnames
 
-# settings of an earlier recovery or of a standby that must not steer this one (GUC names are case-insensitive)
-RECOVERY_SETTINGS = ("restore_command", "recovery_end_command", "archive_cleanup_command", "primary_conninfo",
-                     "primary_slot_name", "standby_mode", "recovery_min_apply_delay", "promote_trigger_file",
-                     "trigger_file")
-_RECOVERY_SETTING_LINE = re.compile(
-    r"^\s*(recovery_target\w*|" + "|".join(RECOVERY_SETTINGS) + r")\s*=", re.IGNORECASE)
-DISABLED_PREFIX = "# disabled by walship backup-fetch (a recovery setting of the backed-up server): "
-SIGNAL_FILES = ("recovery.signal", "standby.signal")
 
 TIME_FORM = "2026-12-02 09:30:00+00 (or +01:00, Z, UTC, or a zone name such as Europe/Berlin)"
 _TIMESTAMP = re.compile(
@@ -222,86 +214,10 @@ def copy_archiving_lines(origin: str) -> list[str]:
             "archive_mode = 'off'"]
 
 
-def neutralise(dest: str) -> list[str]:
-    """Comment out the recovery settings the backed-up server had, in the configuration files inside the
-    restored data directory; the settings disabled, in order."""
-    disabled: list[str] = []
-    for conf in ("postgresql.auto.conf", "postgresql.conf"):
-        path = os.path.join(dest, conf)
-        try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-                lines = fh.read().splitlines(keepends=True)
-        except FileNotFoundError:
-            continue
-        changed = False
-        for i, line in enumerate(lines):
-            m = _RECOVERY_SETTING_LINE.match(line)
-            if m:
-                lines[i] = DISABLED_PREFIX + line
-                disabled.append(m.group(1).lower())
-                changed = True
-        if changed:
-            _write_durably(path, "".join(lines))
-    return disabled
-
-
 def write_settings(dest: str, backup_name: str, command: str, target: Target, timeline: int | None,
                    archiving_lines: list[str]) -> None:
     """Append this restore's settings to postgresql.auto.conf (later lines win)."""
-    lines = [f"# written by walship backup-fetch {backup_name} at "
-             f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
-             f"restore_command = {_quote(command)}"]
-    lines += [f"{key} = {_quote(value)}" for key, value in target.settings(timeline)]
-    lines += archiving_lines
-    path = os.path.join(dest, "postgresql.auto.conf")
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        text = ""
-    if text and not text.endswith("\n"):
-        text += "\n"
-    _write_durably(path, text + "\n".join(lines) + "\n")
-
-
-def remove_signal_files(dest: str) -> None:
-    """A recovery.signal or standby.signal the backup carried must not survive: only a finished restore
-    has one, written by signal_recovery last."""
-    for name in SIGNAL_FILES:
-        try:
-            os.unlink(os.path.join(dest, name))
-        except FileNotFoundError:
-            pass
-
-
-def signal_recovery(dest: str, owner: tuple[int, int] | None) -> None:
-    """recovery.signal, written last: a directory without it is not a restore that finished."""
-    fd = os.open(os.path.join(dest, "recovery.signal"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        if owner is not None:
-            os.fchown(fd, *owner)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: str, text: str) -> None:
-    tmp = path + ".walship-tmp"
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    try:
-        os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-    except FileNotFoundError:
-        os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    comment = (f"written by walship backup-fetch {backup_name} at "
+               f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+    recoveryfiles.append_settings(dest, comment, [("restore_command", command), *target.settings(timeline)],
+                                  archiving_lines)

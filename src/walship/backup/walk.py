@@ -28,7 +28,7 @@ from typing import Iterator
 
 from walship import logs
 from walship.errors import WalshipError
-from walship.pg.restored import RESTORE_MARKER
+from walship.pg.recoveryfiles import RESTORE_MARKER
 
 CONTENTS_EXCLUDED = frozenset({"pg_wal", "pg_xlog", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial",
                                "pg_snapshots", "pg_stat_tmp", "pg_subtrans"})

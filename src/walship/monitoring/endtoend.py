@@ -16,28 +16,26 @@ from walship.monitoring.plugin import CRITICAL, OK, UNKNOWN, WARNING, CheckResul
 
 
 def check_end_to_end(store, conninfo: str | None, timeout_s: float) -> CheckResult:
+    from walship.pg import backup_api
     from walship.pg.conn import connect
 
     with connect(conninfo, application_name="walship check") as conn:
-        def show(name: str) -> str:
-            return conn.execute(f"SHOW {name}").fetchone()[0]
-
-        if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+        if backup_api.in_recovery(conn):
             return CheckResult(UNKNOWN, "the server is a standby: run `walship check` against the primary")
-        mode = show("archive_mode")
+        mode = backup_api.show(conn, "archive_mode")
         if mode == "off":
             return CheckResult(CRITICAL, "archive_mode is off: no WAL is archived; "
                                          "set archive_mode = on and restart PostgreSQL")
-        command = show("archive_command")
-        library = show("archive_library") if conn.info.server_version >= 150000 else ""
+        command = backup_api.show(conn, "archive_command")
+        library = backup_api.show(conn, "archive_library") if conn.info.server_version >= backup_api.PG15 else ""
         if library:
             return CheckResult(WARNING, f"archive_library = {library!r} archives, not walship")
         if not command or command == "(disabled)":
             return CheckResult(CRITICAL, "archive_command is empty: segments pile up in pg_wal; "
                                          "set archive_command = 'walship wal-push %p' and reload")
         started = time.monotonic()
-        conn.execute("SELECT pg_logical_emit_message(false, 'walship-check', 'ping')")
-        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        backup_api.write_wal_record(conn, "walship-check", "ping")
+        segment = backup_api.switch_wal(conn)
         key = wal_key(segment)
         while time.monotonic() - started < timeout_s:
             if store.head(key) is not None:
@@ -47,10 +45,12 @@ def check_end_to_end(store, conninfo: str | None, timeout_s: float) -> CheckResu
                 return CheckResult(state, f"archiving works: {segment} reached {store.url} in {elapsed:.1f} s{note}",
                                    [Perf("latency", round(elapsed, 3), "s")])
             time.sleep(0.25)
-        row = conn.execute("SELECT failed_count, last_failed_wal, last_failed_time, last_archived_wal "
-                           "FROM pg_stat_archiver").fetchone()
-    failed = f"; the archiver last failed on {row[1]} at {row[2]:%Y-%m-%d %H:%M:%S %Z}" if row[1] else ""
+        archiver = backup_api.archiver_status(conn)
+    failed = (f"; the archiver last failed on {archiver.last_failed_wal} at "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(archiver.last_failed_time or 0))}"
+              if archiver.last_failed_wal else "")
     return CheckResult(CRITICAL, f"{segment} did not reach {store.url} within {timeout_s:.0f} s "
-                                 f"(last archived: {row[3] or 'none'}){failed}; the PostgreSQL log and walship's "
+                                 f"(last archived: {archiver.last_archived_wal or 'none'}){failed}; "
+                                 "the PostgreSQL log and walship's "
                                  "log lines (its syslog program name) say why",
                        [Perf("latency", round(timeout_s, 3), "s")])

@@ -1,4 +1,5 @@
-"""PostgreSQL's non-exclusive base backup API, and the facts a backup records.
+"""Every SQL statement walship runs: PostgreSQL's non-exclusive base backup API, the facts a backup
+records, and what the server says about its archiving (backup-push, `walship check`, `walship status`).
 
 The backup lives in one session: PostgreSQL aborts a non-exclusive backup when
 the session that started it ends, so a backup-push killed at any moment never
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from walship.errors import PostgresError
 
@@ -108,17 +109,31 @@ def switch_wal(conn) -> str:
                             "pg_switch_wal") from None
 
 
-def write_wal_record(conn) -> bool:
+def write_wal_record(conn, prefix: str = "walship", content: str = "backup-push archiving check") -> bool:
     """One small WAL record (a logical message), so that the next switch completes a new segment.
 
     False when the role may not (pg_logical_emit_message); the switch then
     names the last segment completed, which proves less but still something.
     """
     try:
-        conn.execute("SELECT pg_logical_emit_message(false, 'walship', 'backup-push archiving check')")
+        conn.execute("SELECT pg_logical_emit_message(false, %s, %s)", (prefix, content))
         return True
     except Exception:
         return False
+
+
+def database_size(conn) -> int:
+    """Bytes of all databases together: what a base backup copies, roughly (for its progress bar)."""
+    return conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0] or 0
+
+
+def in_recovery(conn) -> bool:
+    return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
+
+
+def show(conn, name: str) -> str:
+    """The value of one setting, as SHOW prints it."""
+    return conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0]
 
 
 @dataclass(frozen=True)
@@ -149,13 +164,66 @@ class ArchiverStatus:
                 f"{self.failed_count} failure{'s' if self.failed_count != 1 else ''} since stats reset")
 
 
+@dataclass(frozen=True)
+class ArchiverFacts(ArchiverStatus):
+    """ArchiverStatus with what the server shows around it: the .ready backlog and pg_wal (`walship check
+    archive`, `walship status`)."""
+    server_version: int
+    wal_segment_size: int
+    in_recovery: bool
+    ready_count: int               # .ready files: WAL waiting for archive_command
+    oldest_ready_age_s: float | None
+    wal_size: int                  # bytes in pg_wal
+    now: float                     # the server's clock, for ages
+
+    @property
+    def archiving_here(self) -> bool:
+        return self.archive_mode == "always" or (self.archive_mode == "on" and not self.in_recovery)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "failing": self.failing}
+
+
+_ARCHIVER_COLUMNS = (
+    "current_setting('archive_mode'), a.archived_count, a.last_archived_wal,"
+    " extract(epoch FROM a.last_archived_time)::float8, a.failed_count, a.last_failed_wal,"
+    " extract(epoch FROM a.last_failed_time)::float8")
+
+
 def archiver_status(conn) -> ArchiverStatus:
-    row = conn.execute(
-        "SELECT current_setting('archive_mode'), archived_count, last_archived_wal,"
-        "       extract(epoch FROM last_archived_time)::float8, failed_count, last_failed_wal,"
-        "       extract(epoch FROM last_failed_time)::float8"
-        "  FROM pg_stat_archiver").fetchone()
+    row = conn.execute(f"SELECT {_ARCHIVER_COLUMNS} FROM pg_stat_archiver a").fetchone()
     return ArchiverStatus(*row)
+
+
+def archiver_facts(conn) -> ArchiverFacts:
+    """Needs PostgreSQL 12+ (pg_ls_archive_statusdir) and a role that is superuser or member of pg_monitor
+    (pg_ls_waldir, pg_ls_archive_statusdir); PostgresError otherwise, saying which."""
+    import psycopg
+
+    if conn.info.server_version < 120000:
+        raise PostgresError(f"PostgreSQL {conn.info.server_version // 10000} is too old for "
+                            "`walship check archive`", "it needs 12 or later (pg_ls_archive_statusdir)")
+    try:
+        row = conn.execute(
+            f"SELECT {_ARCHIVER_COLUMNS},"
+            "       current_setting('server_version_num')::int,"
+            "       pg_size_bytes(current_setting('wal_segment_size')),"
+            "       pg_is_in_recovery(),"
+            "       (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'),"
+            "       (SELECT extract(epoch FROM now() - min(modification))::float8"
+            "          FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'),"
+            "       (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir())::bigint,"
+            "       extract(epoch FROM now())::float8"
+            "  FROM pg_stat_archiver a").fetchone()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise PostgresError(f"PostgreSQL refused to show the archiver's state: {exc.diag.message_primary}",
+                            "connect as a superuser or a member of pg_monitor "
+                            "(GRANT pg_monitor TO <role>)") from None
+    except psycopg.Error as exc:
+        raise PostgresError(f"cannot query PostgreSQL: {_first_line(exc)}",
+                            "pass --pg 'host=... user=...' or set PGHOST/PGPORT/PGUSER") from None
+    return ArchiverFacts(*row)
+
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,30 @@ def segment_name_of(lsn: int, timeline: int, segment_size: int = DEFAULT_SEGMENT
     return segment_of(lsn, timeline, segment_size).name(segment_size)
 
 
+def segment_name_before(lsn: int, timeline: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
+    """The segment holding the last byte before lsn: where WAL that ends at lsn ends (a stop point
+    on a segment boundary belongs to the segment before it)."""
+    return segment_name_of(lsn - 1, timeline, segment_size)
+
+
+def segments_between(first_name: str, last_name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> list[str]:
+    """The names of the segments from first_name through last_name, on first_name's timeline."""
+    first = Segment.parse(first_name, segment_size)
+    last = Segment.parse(last_name, segment_size)
+    return [Segment(first.timeline, n).name(segment_size) for n in range(first.number, last.number + 1)]
+
+
+def timeline_of(name: str) -> int:
+    """The timeline of any WAL file name: a segment, .partial, .backup or .history file."""
+    return int(check_name(name)[:8], 16)
+
+
+def position_key(name: str) -> str:
+    """A segment's place in the WAL stream whatever its timeline (log and segment number, the 16 hex
+    digits after the timeline): names compare as their positions compare, for one segment size."""
+    return name[8:24]
+
+
 def history_name(timeline: int) -> str:
     return f"{timeline:08X}.history"
 

@@ -223,7 +223,7 @@ def restore(store: Store, backup: BackupInfo, dest: str, settings, restore_spec:
     workers = max(1, min(getattr(settings, "backup_concurrency", 1) or 1, len(keys)))
 
     def extract(key: str) -> None:
-        chunks = objects.content(store, key)
+        chunks = objects.content(store, key, settings.gpg_key_id)
         try:
             stream = ChunkReader(chunks)
             extraction.partition(stream, objects.describe(store, key))

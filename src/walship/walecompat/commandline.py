@@ -8,10 +8,13 @@ it would delete, so the rewritten command keeps that dry run. A WAL-E-style
 delete counts WAL-E's backups with walship's (`--include-wal-e`): the job that
 ran `wal-e delete --confirm retain 7` means "keep the newest 7 backups".
 
-This module is on the command-line path of every call: pure string work, no imports.
+This module is on the command-line path of every call: pure string work, importing only config (loaded
+on every path anyway), where the file://localhost/ rule of WALE_FILE_PREFIX lives too.
 """
 
 from __future__ import annotations
+
+from walship.config import wale_file_prefix_to_repo
 
 
 class UnsupportedOption(Exception):
@@ -45,12 +48,6 @@ _COMMANDS = {"wal-push", "wal-fetch", "wal-prefetch", "backup-push", "backup-fet
 _IGNORED = {"--cluster-read-rate-limit": "walship does not rate-limit reading the data directory"}
 
 
-def file_prefix_to_repo(prefix: str) -> str:
-    if prefix.startswith("file://localhost/"):
-        return "file:///" + prefix[len("file://localhost/"):]
-    return prefix
-
-
 def translate(argv: list[str]) -> tuple[list[str], list[str]]:
     """(walship argv, notices to print) for a WAL-E-style argv; walship's own command lines pass unchanged."""
     notices: list[str] = []
@@ -73,7 +70,7 @@ def translate(argv: list[str]) -> tuple[list[str], list[str]]:
             else:
                 raise UnsupportedOption(f"WAL-E option {option} needs a value")
             if option == "--file-prefix":
-                moved += ["--repo", file_prefix_to_repo(value)]
+                moved += ["--repo", wale_file_prefix_to_repo(value)]
             else:
                 moved += [_GLOBAL_WITH_VALUE[option], value]
             continue

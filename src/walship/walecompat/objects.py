@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator, Iterator
 
 from walship.errors import IntegrityError
@@ -16,13 +15,11 @@ def describe(store: Store, key: str) -> str:
     return f"WAL-E object {key} in {store.url}"
 
 
-def configured_key_id() -> str | None:
-    """The GPG key WAL-E encrypted with, for messages (decryption itself uses whatever key gpg has)."""
-    return os.environ.get("WALSHIP_GPG_KEY_ID") or os.environ.get("WALE_GPG_KEY_ID")
-
-
-def content(store: Store, key: str) -> Generator[bytes, None, None]:
+def content(store: Store, key: str, gpg_key_id: str | None = None) -> Generator[bytes, None, None]:
     """The original bytes of a WAL-E object, streamed; ObjectNotFound before the first chunk.
+
+    gpg_key_id: the gpg_key_id setting (--gpg-key-id, WALE_GPG_KEY_ID), the key WAL-E encrypted with,
+    named in messages (decryption itself uses whatever key gpg has).
 
     Errors name the object: IntegrityError when it is corrupt or truncated,
     gpg.KeyUnavailable when it is encrypted and this user lacks the key.
@@ -35,7 +32,7 @@ def content(store: Store, key: str) -> Generator[bytes, None, None]:
     if head.startswith(lzop.MAGIC):
         stages = [lzop.decompress_filter(what)]
     elif gpg.looks_encrypted(head):
-        stages = [gpg.decrypt_filter(what, configured_key_id()), lzop.decompress_filter(what)]
+        stages = [gpg.decrypt_filter(what, gpg_key_id), lzop.decompress_filter(what)]
     elif not head:
         raise IntegrityError(f"{what} is empty: corrupt or cut short when it was written")
     else:
@@ -43,8 +40,8 @@ def content(store: Store, key: str) -> Generator[bytes, None, None]:
     return filters.run(stages, chunks)
 
 
-def read(store: Store, key: str) -> bytes:
-    return b"".join(content(store, key))
+def read(store: Store, key: str, gpg_key_id: str | None = None) -> bytes:
+    return b"".join(content(store, key, gpg_key_id))
 
 
 def _peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:

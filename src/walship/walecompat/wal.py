@@ -13,9 +13,9 @@ from walship.storage import ObjectNotFound, Store
 from walship.walecompat import objects
 
 
-def fetch(store: Store, name: str) -> bytes | None:
+def fetch(store: Store, name: str, gpg_key_id: str | None = None) -> bytes | None:
     """The content of a WAL file WAL-E archived, verified; None when WAL-E stored none."""
     try:
-        return objects.read(store, wale_wal_key(name))
+        return objects.read(store, wale_wal_key(name), gpg_key_id)
     except ObjectNotFound:
         return None
