@@ -120,7 +120,7 @@ def main() -> int:
                                 "FROM ledger")
         last_commit = d.psql(port, "SELECT max(committed_at) FROM ledger")
         time.sleep(0.5)
-        target = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        target = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
         time.sleep(0.5)
         d.psql(port, "DELETE FROM ledger")
         print(f"   last good commit {last_commit}; recovery target {target}; then DELETE FROM ledger")

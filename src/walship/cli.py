@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from walship.errors import WalshipError   # a plain module with no imports: free on every path
+from walship.errors import WalshipError  # a plain module with no imports: free on every path
 
 TYPE_CHECKING = False                     # typing's own costs archive_command an import
 if TYPE_CHECKING:

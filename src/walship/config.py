@@ -190,7 +190,7 @@ _KIND_TYPES: dict[str, type] = {"str": str, "int": int, "float": float}
 def add_setting_flags(parser: argparse.ArgumentParser, command: str | None = None) -> None:
     """The flags the settings declare: command None adds the ones every command takes (to the shared
     parent parser), a command's name those only it takes. Each flag's dest is its setting's name."""
-    import argparse          # only here: the parser is being built, argparse is loaded already
+    import argparse  # only here: the parser is being built, argparse is loaded already
 
     for option in _OPTIONS:
         own = bool(option.flag_commands)       # a shared flag comes with the parent parser, once
@@ -226,7 +226,7 @@ class Settings:
                 raise TypeError(f"unknown setting {name!r}")
             setattr(self, name, value)
 
-    def replace(self, **changes: object) -> "Settings":
+    def replace(self, **changes: object) -> Settings:
         copy = Settings(**{name: getattr(self, name) for name in OPTIONS})
         for name, value in changes.items():
             if name not in OPTIONS:

@@ -21,7 +21,7 @@ import base64
 import hashlib
 import os
 import struct
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from walship.errors import ConfigError, IntegrityError
 
@@ -93,7 +93,7 @@ def keyring_from_settings(settings) -> Keyring | None:
         if st.st_mode & 0o077:
             raise ConfigError(f"the encryption key file {path} is readable by others", f"chmod 600 {path}")
         return Keyring(_parse_keys(text, path))
-    import subprocess   # here: only a key command needs it
+    import subprocess  # here: only a key command needs it
 
     try:
         out = subprocess.run(settings.encryption_key_command, shell=True, capture_output=True, text=True,

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Iterator
 from walship import codec
 from walship.errors import IntegrityError
 
-
 # --- stages ------------------------------------------------------------------
 
 def compress(chunks: Iterable[bytes], codec_name: str, level: int | None = None) -> Iterator[bytes]:
@@ -176,7 +175,7 @@ def split(chunks: Iterable[bytes], name: str = "object") -> tuple[dict, bytes, I
                 meta, offset = codec.parse_header(buf, name)
                 rest = buf[offset:]
 
-                def payload() -> Iterator[bytes]:
+                def payload() -> Iterator[bytes]:  # noqa: B023 (called once, before the loop goes on)
                     if rest:
                         yield rest
                     yield from it

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import filecmp
 
-
 from tests.support import pg
 from tests.support.repo import open_repo
 from walship import pipeline

@@ -10,7 +10,6 @@ import pytest
 
 from tests.conftest import require_version
 from tests.support import pg, restore
-from tests.support.restore import STAMPED
 from walship.repo.layout import backup_name_of_key
 
 _file_repo = restore.file_repo

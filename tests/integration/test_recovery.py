@@ -6,8 +6,13 @@ import pytest
 
 from tests.conftest import require_version
 from tests.support import pg
-from tests.support.recovery import (archive_after_backup, backup_fetch, restore_command, start_and_check_every_row,
-                                   write_config)
+from tests.support.recovery import (
+    archive_after_backup,
+    backup_fetch,
+    restore_command,
+    start_and_check_every_row,
+    write_config,
+)
 from walship.pg.recoveryfiles import COPY, read_restore_marker
 
 

@@ -11,8 +11,15 @@ import shutil
 import subprocess
 
 from tests.support import pg
-from tests.support.recovery import (archive_after_backup, assert_not_promoted, backup_fetch, restore_command,
-                                   start_and_check_every_row, wait_recovery_stopped, write_config)
+from tests.support.recovery import (
+    archive_after_backup,
+    assert_not_promoted,
+    backup_fetch,
+    restore_command,
+    start_and_check_every_row,
+    wait_recovery_stopped,
+    write_config,
+)
 from walship import pipeline
 
 STOPPED = "stopping recovery"

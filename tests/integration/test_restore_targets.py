@@ -27,7 +27,7 @@ class _Writer:
             self.rows += restore.stamp_rows(self.cluster, self.next_id, 1, table="during")
             self.next_id += 1
 
-    def __enter__(self) -> "_Writer":
+    def __enter__(self) -> _Writer:
         self.thread.start()
         return self
 
@@ -66,7 +66,7 @@ def test_a_target_between_two_backups_restores_from_the_older_one_exact_to_the_c
     rows = restore.stamp_rows(primary, 1, 5)
     during_b1 = _backup(primary, writes_during, 1000)
     rows += restore.stamp_rows(primary, 6, 10)
-    during_b2 = _backup(primary, writes_during, 2000)
+    _backup(primary, writes_during, 2000)
     rows += restore.stamp_rows(primary, 16, 5)
     primary.wait_archived(primary.switch_wal())
     b1, b2 = restore.backups(repo_env)

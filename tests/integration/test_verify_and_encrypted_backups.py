@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 
+from tests.integration.test_encryption import _key_file
+from tests.support import pg
 from tests.support.restore import STAMPED
 from tests.support.restore import backup_push as _backup_push
 from tests.support.restore import primary as _primary
 from tests.support.restore import restore as _restore
 from tests.support.restore import stamp_rows as _stamp_rows
-from tests.integration.test_encryption import _key_file
-from tests.support import pg
 
 
 def _verify(env: dict, *args: str):

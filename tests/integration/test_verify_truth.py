@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from tests.support import pg
 from tests.support.restore import backup_push as _backup_push
 from tests.support.restore import backups as _backups
 from tests.support.restore import primary as _primary
-from tests.support import pg
 
 
 def _run(env: dict, *args: str):

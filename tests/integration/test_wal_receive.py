@@ -35,7 +35,7 @@ class NumberedCommits:
         except psycopg.Error:
             return                           # the primary was killed: what was acknowledged is recorded
 
-    def start(self) -> "NumberedCommits":
+    def start(self) -> NumberedCommits:
         self.thread.start()
         return self
 

@@ -128,7 +128,7 @@ class Cluster:
         return str(newest / name)
 
     # --- lifecycle ---------------------------------------------------------
-    def initdb(self, extra_conf: str = "", wal_segsize: int | None = None) -> "Cluster":
+    def initdb(self, extra_conf: str = "", wal_segsize: int | None = None) -> Cluster:
         args = [str(self.bin / "initdb"), "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
                 "-E", "UTF8", "--locale=C"]
         if self.data_checksums:

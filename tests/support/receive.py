@@ -24,7 +24,7 @@ class Receiver:
         self.logfile = primary.base / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         log = open(self.logfile, "a")
         self.proc = subprocess.Popen([pg.WALSHIP, "wal-receive", "--spool", str(self.spool), *self.flags],
                                      env=self.env, stdout=log, stderr=log, cwd="/tmp", **pg.as_postgres())

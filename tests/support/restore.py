@@ -99,9 +99,9 @@ def stamp_rows(cluster: pg.Cluster, first: int, count: int, table: str = "stampe
     rows = []
     with cluster.connect() as conn:
         for i in range(first, first + count):
-            before = datetime.datetime.now(datetime.timezone.utc)
+            before = datetime.datetime.now(datetime.UTC)
             conn.execute(f"INSERT INTO {table} VALUES (%s, clock_timestamp())", (i,))
-            rows.append(Stamp((i, before, datetime.datetime.now(datetime.timezone.utc))))
+            rows.append(Stamp((i, before, datetime.datetime.now(datetime.UTC))))
             time.sleep(0.03)
     return rows
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-import wal_e.cmd                                    # noqa: E402 - applies WAL-E's gevent patches first
+import wal_e.cmd  # noqa: E402 - applies WAL-E's gevent patches first
 from wal_e.worker.pg.psql_worker import PgBackupStatements
 
 PGDATA = os.path.abspath(sys.argv[1])

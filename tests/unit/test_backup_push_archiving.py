@@ -76,6 +76,7 @@ def test_the_wait_for_the_stop_segment_goes_on_while_the_archiver_gets_on(monkey
 
 def test_the_wait_fails_when_nothing_is_archived_for_two_minutes(monkeypatch):
     import pytest
+
     from walship.backup import push
     from walship.errors import WalshipError
     clock = _waiting(monkeypatch, lambda now: status(4, 0, 100.0, None))
@@ -87,6 +88,7 @@ def test_the_wait_fails_when_nothing_is_archived_for_two_minutes(monkeypatch):
 
 def test_the_wait_fails_in_seconds_once_archive_command_keeps_failing(monkeypatch):
     import pytest
+
     from walship.backup import push
     from walship.errors import WalshipError
     clock = _waiting(monkeypatch, lambda now: status(4, int(now), 100.0, 100.0 + now))   # a failure a second
@@ -129,6 +131,7 @@ def test_an_archiver_that_stores_elsewhere_fails_the_preflight_in_20_seconds(mon
 
 def test_a_role_that_may_not_switch_segments_is_checked_on_what_was_archived(monkeypatch, capsys):
     import pytest
+
     from walship import logs
     from walship.backup import push
     from walship.errors import PostgresError, WalshipError

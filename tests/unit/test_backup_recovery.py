@@ -11,12 +11,12 @@ import pytest
 from walship import pipeline
 from walship.backup import fetch, recovery, timelines, walk
 from walship.backup.catalog import Marker
+from walship.errors import ConfigError
 from walship.pg import recoveryfiles
 from walship.repo import catalog
-from walship.errors import ConfigError
 from walship.storage.local import LocalStore
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def test_a_time_target_with_its_options_is_written_in_utc():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from walship.backup import retention
-from walship.repo.catalog import BackupInfo
 from walship.errors import ConfigError
+from walship.repo.catalog import BackupInfo
 from walship.repo.walindex import obsolete_wal
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from walship.cli import _plain_wal_fetch
 from walship.backup.recovery import restore_command
+from walship.cli import _plain_wal_fetch
 
 
 def test_the_restore_command_backup_fetch_writes_takes_the_fast_path():

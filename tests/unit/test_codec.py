@@ -3,7 +3,8 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from walship import codec, crypto, pipeline
 from walship.errors import IntegrityError

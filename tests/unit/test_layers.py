@@ -13,10 +13,12 @@ SRC = pathlib.Path(walship.__file__).parent
 # lower number: lower layer; a module may import its own layer and those below
 LAYERS = {"errors": 0, "config": 0, "logs": 0, "codec": 0, "streams": 0, "crypto": 0, "storage": 0,
           "pipeline": 0, "restorefs": 0,
-          "pg": 1, "repo": 2, "walecompat": 3, "archive": 4, "backup": 4, "monitoring": 5, "verify": 5,
-          "cli": 6}
-# imports across layers still to go: the result hooks of backup-push move with the command wiring
-PENDING = {("backup/commands.py", "walship.monitoring.hooks")}
+          "pg": 1, "repo": 2, "walecompat": 3, "archive": 4, "receive": 4, "backup": 5, "monitoring": 6, "verify": 7,
+          "cli": 8}
+# imports across layers still to go: the passive results the commands send are monitoring's code called
+# from below it (pyproject.toml's import-linter contract names the same ones)
+PENDING = {("backup/commands.py", "walship.monitoring.hooks"), ("archive/commands.py", "walship.monitoring.hooks"),
+           ("receive/receiver.py", "walship.monitoring.metrics"), ("receive/receiver.py", "walship.monitoring")}
 
 
 def _imports(path: pathlib.Path) -> list[str]:

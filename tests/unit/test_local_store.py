@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from walship.storage import ObjectExists, ObjectNotFound, open_store
 from walship.config import Settings
+from walship.storage import ObjectExists, ObjectNotFound, open_store
 
 
 def test_put_get_list_delete(tmp_path):

@@ -3,11 +3,11 @@ import os
 import pytest
 
 from walship.archive.push import PushResult
-from walship.repo.catalog import BackupInfo
 from walship.config import Settings
 from walship.errors import StoreError
 from walship.monitoring import icinga, metrics, report
 from walship.monitoring.hooks import archive_result, backup_result
+from walship.repo.catalog import BackupInfo
 
 SEG = "000000010000000000000003"
 

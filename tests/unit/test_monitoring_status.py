@@ -6,12 +6,12 @@ import pytest
 
 from walship import pipeline
 from walship.backup.catalog import Marker, write_marker
-from walship.repo.catalog import BackupInfo
 from walship.config import Settings
 from walship.errors import PostgresError
 from walship.monitoring import pgfacts, status
 from walship.monitoring.walarchive import utc
 from walship.repo import record
+from walship.repo.catalog import BackupInfo
 from walship.storage import open_store
 
 NOW = 1_800_000_000.0

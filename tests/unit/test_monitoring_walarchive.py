@@ -1,11 +1,11 @@
 """The WAL archive on synthetic listings: gaps, windows across timeline switches, forks, segment size."""
 
 from walship import codec, pipeline
-from walship.repo.catalog import BackupInfo
 from walship.config import Settings
 from walship.monitoring import walarchive
 from walship.pg.walnames import format_lsn
 from walship.repo import record, walindex
+from walship.repo.catalog import BackupInfo
 from walship.storage import open_store
 
 MIB = 1024 * 1024

@@ -53,7 +53,7 @@ def test_the_tested_majors_are_the_test_matrix_and_the_wal_formats_walship_reads
 class _Connection:
     """Stands in for the psycopg connection: backup-push only needs it as a context manager before the check."""
 
-    def __enter__(self) -> "_Connection":
+    def __enter__(self) -> _Connection:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -68,9 +68,9 @@ class _StartedBackup(Exception):
 def pushing_to_a_server_of(monkeypatch, tmp_path):
     """backup-push against a server whose server_version_num is given; returns (push, the repository root)."""
     from walship.backup import push as push_module
-    from walship.repo.lock import RepositoryLock
     from walship.config import Settings
     from walship.pg import backup_api
+    from walship.repo.lock import RepositoryLock
     from walship.storage import open_store
 
     pgdata = tmp_path / "pgdata"

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
+from tests.support.repo_layout import CountingStore, make_record, stub_backup, to_format_1, write_stub_backup
 from walship import cli
 from walship.backup.catalog import list_backups, read_marker
 from walship.errors import WalshipError
 from walship.repo import layout, lock, record, walindex
 from walship.storage.local import LocalStore
-from tests.support.repo_layout import CountingStore, make_record, stub_backup, to_format_1, write_stub_backup
 
 BACKUPS, PARTS = 7, 100
 

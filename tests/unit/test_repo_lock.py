@@ -5,9 +5,9 @@ import time
 
 import pytest
 
+from walship.config import Settings
 from walship.repo import lock as lockmod
 from walship.repo.lock import LOCK_KEY, RepositoryLock, RepositoryLocked
-from walship.config import Settings
 from walship.storage import open_store
 
 

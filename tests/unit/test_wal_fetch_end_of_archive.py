@@ -75,7 +75,7 @@ def test_segments_of_a_timeline_without_history_file_prove_nothing():
 def _repo(tmp_path, *names: str, wale: tuple[str, ...] = ()):
     store = open_store(f"file://{tmp_path}/repo", Settings())
     for name in names:
-        data = f"1\t0/6000000\tno recovery target specified\n".encode() if name.endswith(".history") else b"w"
+        data = b"1\t0/6000000\tno recovery target specified\n" if name.endswith(".history") else b"w"
         store.put(f"wal/{name}", pipeline.pack(data, "none"))
     for name in wale:
         store.put(f"wal_005/{name}.lzo", b"lzo")

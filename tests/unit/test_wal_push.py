@@ -2,12 +2,12 @@ import os
 
 import pytest
 
+from tests.support.walfiles import segment_bytes
 from walship import pipeline
 from walship.archive import push, spool
 from walship.config import Settings
 from walship.errors import IntegrityError
 from walship.storage import open_store
-from tests.support.walfiles import segment_bytes
 
 SEG = 1 << 20   # small segments (PostgreSQL allows 1 MiB): the logic does not depend on the size
 

@@ -15,8 +15,8 @@ import pytest
 from tests.support.lzop import lzop_c
 from walship.config import Settings
 from walship.errors import ConfigError, IntegrityError
-from walship.storage.local import LocalStore
 from walship.repo.catalog import BackupNotFound, Catalog
+from walship.storage.local import LocalStore
 from walship.walecompat import backups
 
 HOT = "base_000000010000000200000034_00000040"          # pg_start_backup at 2/34000028 (decimal offset 40)

@@ -81,8 +81,8 @@ def quarantine(store: Store, name: str, reason: str) -> str:
 
     from walship import logs
     from walship.errors import IntegrityError, NotInArchive
-    from walship.repo.layout import quarantine_key, wal_key
     from walship.pg.walnames import check_name
+    from walship.repo.layout import quarantine_key, wal_key
     from walship.storage import ObjectExists, ObjectNotFound
     check_name(name)
     key = wal_key(name)

@@ -31,10 +31,25 @@ from typing import TYPE_CHECKING
 from walship import logs, pipeline
 from walship.archive.spool import PREFETCH_NAME
 from walship.errors import IntegrityError, NotInArchive, WalshipError
-from walship.repo.layout import (WAL_PREFIX, WALE_WAL_PREFIX, wal_key, wal_name_of_key, wale_wal_key,
-                                 wale_wal_name_of_key)
-from walship.pg.walnames import (DEFAULT_SEGMENT_SIZE, PARTIAL_RE, Segment, check_name, format_lsn, is_segment,
-                                 parse_history, position_key, timeline_of)
+from walship.pg.walnames import (
+    DEFAULT_SEGMENT_SIZE,
+    PARTIAL_RE,
+    Segment,
+    check_name,
+    format_lsn,
+    is_segment,
+    parse_history,
+    position_key,
+    timeline_of,
+)
+from walship.repo.layout import (
+    WAL_PREFIX,
+    WALE_WAL_PREFIX,
+    wal_key,
+    wal_name_of_key,
+    wale_wal_key,
+    wale_wal_name_of_key,
+)
 from walship.storage import ObjectNotFound, Store
 from walship.streams import process_running
 
@@ -99,7 +114,7 @@ def download(store: Store, name: str, keyring=None, gpg_key_id: str | None = Non
     try:
         blob = store.get(wal_key(name))
     except ObjectNotFound:
-        from walship.walecompat import wal as wale_wal   # WAL archived by WAL-E before the switch
+        from walship.walecompat import wal as wale_wal  # WAL archived by WAL-E before the switch
         data = wale_wal.fetch(store, name, gpg_key_id)
         if data is None:
             raise NotInArchive(f"{name} is not in the archive {store.url}") from None
@@ -111,7 +126,7 @@ def prefetch_directory(dest_path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(dest_path)), PREFETCH_NAME)
 
 
-def wal_fetch(name: str, dest_path: str, settings: "Settings", store_factory: Callable[[], Store],
+def wal_fetch(name: str, dest_path: str, settings: Settings, store_factory: Callable[[], Store],
               config_path: str | None = None) -> str:
     """Put archived `name` at dest_path. Returns 'prefetched' or 'downloaded'.
 
@@ -152,7 +167,7 @@ def wal_fetch(name: str, dest_path: str, settings: "Settings", store_factory: Ca
     return source
 
 
-def check_end_of_archive(store: Store, name: str, keyring: "Keyring | None" = None) -> None:
+def check_end_of_archive(store: Store, name: str, keyring: Keyring | None = None) -> None:
     """`name` is not stored: return only if that is the end of what recovery can read, else raise.
 
     NotARepository for a location that holds nothing (an unmounted file system, a wrong URL);
@@ -188,7 +203,7 @@ def check_end_of_archive(store: Store, name: str, keyring: "Keyring | None" = No
                          "end recovery before it with a recovery target; then start the server again")
 
 
-def _received_partial(store: Store, name: str, keyring: "Keyring | None") -> bytes | None:
+def _received_partial(store: Store, name: str, keyring: Keyring | None) -> bytes | None:
     """At the end of the archive: segment `name` as far as wal-receive stored it (receive/partial.py), zero-filled
     to the repository's segment size, or None. Served under the segment's own name, PostgreSQL replays it to the
     last received record and ends recovery there."""
@@ -265,7 +280,7 @@ def forget_prefetched(name: str, dest_path: str) -> None:
 
 
 # settings a wal-fetch command line may carry, and the flag that passes each on to the prefetcher
-def prefetcher_command(name: str, pdir: str, segment_size: int, settings: "Settings",
+def prefetcher_command(name: str, pdir: str, segment_size: int, settings: Settings,
                        config_path: str | None) -> list[str]:
     """The wal-prefetch command line: the same repository, config file and command-line settings as the
     wal-fetch that starts it (restore_command carries --repo and --config; the server's environment
@@ -281,14 +296,14 @@ def prefetcher_command(name: str, pdir: str, segment_size: int, settings: "Setti
     return cmd
 
 
-def _start_prefetcher(name: str, pdir: str, segment_size: int, settings: "Settings",
+def _start_prefetcher(name: str, pdir: str, segment_size: int, settings: Settings,
                       config_path: str | None) -> None:
     os.makedirs(pdir, mode=0o700, exist_ok=True)
     _drop_older(pdir, name)
     wanted = _wanted(name, segment_size, settings.fetch_prefetch)
     if all(os.path.exists(os.path.join(pdir, w)) for w in wanted):
         return
-    import subprocess   # here, not at the top: most restore_command calls start no prefetcher
+    import subprocess  # here, not at the top: most restore_command calls start no prefetcher
 
     # Detached: PostgreSQL's system() call returns when this process exits. stderr is inherited,
     # so whatever the prefetcher reports lands in the server log beside wal-fetch's own lines.

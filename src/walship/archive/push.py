@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from walship import codec, logs, pipeline
 from walship.archive import spool
 from walship.errors import IntegrityError, WalshipError
-from walship.repo.layout import wal_key
 from walship.pg import walheader
 from walship.pg.walnames import Segment, check_name, is_archivable, is_segment
 from walship.repo import record as repo_record
+from walship.repo.layout import wal_key
 from walship.storage import ObjectExists, Store
 
 
@@ -75,7 +75,7 @@ def push_file(store: Store, path: str, compression: str, level: int | None, keyr
             raise IntegrityError(
                 f"{name} is already archived in {store.url} with different content; refusing to overwrite it",
                 "another cluster may be archiving into this repository (split brain); "
-                "give each cluster its own repository and investigate before deleting anything")
+                "give each cluster its own repository and investigate before deleting anything") from None
         already = True
     result = PushResult(name, len(data), len(blob), time.monotonic() - started, already)
     return result, st

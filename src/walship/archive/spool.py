@@ -54,7 +54,7 @@ def already_pushed(wal_path: str, settings: Settings) -> bool:
 
 
 def log_already_pushed(wal_path: str) -> None:
-    from walship import logs         # only once acknowledged: logging is most of the fast path's imports
+    from walship import logs  # only once acknowledged: logging is most of the fast path's imports
     name = os.path.basename(wal_path)
     logs.info("wal_pushed", f"{name} archived (by an earlier call)", segment=name)
 

@@ -16,8 +16,7 @@ from dataclasses import MISSING, dataclass, fields
 from walship.errors import IntegrityError, WalshipError
 from walship.repo import layout
 from walship.repo import record as repo_record
-from walship.repo.catalog import (BackupFolders, BackupInfo, BackupNotFound, BackupSource, Catalog,
-                                  RestoreRequest)
+from walship.repo.catalog import BackupFolders, BackupInfo, BackupNotFound, BackupSource, Catalog, RestoreRequest
 from walship.repo.walindex import obsolete_wal
 from walship.storage import ObjectNotFound
 
@@ -43,7 +42,7 @@ class Marker:
         return json.dumps(doc, indent=1, sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, what: str) -> "Marker":
+    def from_json(cls, data: bytes, what: str) -> Marker:
         try:
             doc = json.loads(data)
             if int(doc.get("format", 1)) > MARKER_FORMAT:
@@ -96,7 +95,7 @@ class WalshipBackups(BackupSource):
         return found
 
     def restore(self, backup: BackupInfo, dest: str, request: RestoreRequest) -> None:
-        from walship.backup import fetch       # the restore writer of walship's parts
+        from walship.backup import fetch  # the restore writer of walship's parts
         fetch._restore(self.store, backup.name, dest, request.settings, request.tablespace_map,
                        request.progress_mode, request.keyring)
 
@@ -114,7 +113,7 @@ class WalshipBackups(BackupSource):
 
 def open_catalog(store) -> Catalog:
     """The catalog of every backup in the repository: walship's and WAL-E's."""
-    from walship.walecompat.backups import WaleBackups     # lzop and tar readers: only once a catalog is opened
+    from walship.walecompat.backups import WaleBackups  # lzop and tar readers: only once a catalog is opened
     return Catalog(store, [WalshipBackups(store), WaleBackups(store)])
 
 

@@ -20,9 +20,9 @@ def run(command: str, args, settings, store_factory) -> int:
 
 
 def _push(args, settings, store) -> int:
-    from walship.repo.lock import RepositoryLock
     from walship.backup.push import backup_push
     from walship.monitoring.hooks import backup_result
+    from walship.repo.lock import RepositoryLock
 
     if args.while_offline:
         raise ConfigError("backup-push --while-offline is not supported", "start the cluster and take a hot backup")

@@ -14,7 +14,7 @@ the file exactly.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from walship import pipeline
 from walship.backup.manifest import ManifestEntry, SliceTracker

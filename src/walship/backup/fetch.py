@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 import pwd
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
 
 from walship import logs, pipeline
 from walship.backup import catalog, progress, recovery, timelines
@@ -31,11 +31,11 @@ from walship.backup.extract import Destination
 from walship.backup.manifest import parse_lines
 from walship.crypto import keyring_from_settings
 from walship.errors import ConfigError
-from walship.restorefs import disk_error, sync_tree
 from walship.pg import recoveryfiles, walnames
 from walship.repo import layout
 from walship.repo import record as repo_record
 from walship.repo.catalog import BackupInfo, RestoreRequest, choose, utc_text
+from walship.restorefs import disk_error, sync_tree
 
 STREAM_CHUNK = 256 * 1024
 ARCHIVE_TIME_SLACK_S = 1.0      # S3 listings give object times to the second
@@ -46,7 +46,7 @@ class Owner(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, uid: int, gid: int, why: str) -> "Owner":
+    def __new__(cls, uid: int, gid: int, why: str) -> Owner:
         return tuple.__new__(cls, (uid, gid, why))
 
     @property

@@ -38,22 +38,23 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from walship import logs, pipeline
-from walship.crypto import keyring_for_writing
 from walship.backup import progress, tarstream, walk
 from walship.backup.catalog import Marker, write_marker
 from walship.backup.manifest import ManifestEntry
+from walship.crypto import keyring_for_writing
 from walship.errors import PostgresError, WalshipError
-from walship.repo.layout import backup_prefix, part_key, part_manifest_key, wal_key
 from walship.pg import backup_api, versions, walnames
 from walship.pg.conn import connect
 from walship.repo import record as repo_record
 from walship.repo.catalog import BackupInfo
+from walship.repo.layout import backup_prefix, part_key, part_manifest_key, wal_key
 from walship.repo.lock import RepositoryLock, remove_leftovers
 from walship.storage import ObjectExists
 
@@ -124,7 +125,7 @@ def _push_locked(conn, facts: backup_api.ServerFacts, pgdata: str, settings, sto
         raise WalshipError(f"another backup named {name} is being taken", "wait for it to finish") from None
     page_check = None
     if pages is not None:
-        from walship.pg.checksums import PageCheck     # numpy: only for clusters with data checksums
+        from walship.pg.checksums import PageCheck  # numpy: only for clusters with data checksums
         page_check = PageCheck(walnames.parse_lsn(start.lsn), pages.blocks_per_segment)
     try:
         remove_leftovers(store, time.time(), keep=name)

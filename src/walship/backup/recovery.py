@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from walship.errors import ConfigError
 from walship.pg import recoveryfiles, walnames
 
-
 TIME_FORM = "2026-12-02 09:30:00+00 (or +01:00, Z, UTC, or a zone name such as Europe/Berlin)"
 _TIMESTAMP = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})[ T](?P<time>\d{1,2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)\s*(?P<zone>\S.*)?$")
@@ -64,7 +63,7 @@ def parse_target_time(text: str) -> datetime.datetime:
 
 def _zone(zone: str, text: str) -> datetime.tzinfo:
     if zone.upper() in ("Z", "UTC", "GMT", "UT"):
-        return datetime.timezone.utc
+        return datetime.UTC
     m = _OFFSET.match(zone)
     if m:
         seconds = int(m["h"]) * 3600 + int(m["m"] or 0) * 60 + int(m["s"] or 0)
@@ -81,7 +80,7 @@ def _zone(zone: str, text: str) -> datetime.tzinfo:
 
 def pg_timestamp(moment: datetime.datetime) -> str:
     """The instant as PostgreSQL reads it whatever the server's timezone: UTC with an explicit +00."""
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
 @dataclass(frozen=True)

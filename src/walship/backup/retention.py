@@ -14,7 +14,7 @@ for the next backup-push or delete (walship.repo.lock).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from walship.errors import ConfigError
 from walship.repo.catalog import BackupInfo, Catalog
@@ -57,7 +57,7 @@ def parse_time(text: str) -> float:
         raise ConfigError(f"--before {text!r} is neither a backup name nor a time",
                           "use a name from `walship backup-list` or a time like 2026-11-23T08:00:00Z") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
 
 

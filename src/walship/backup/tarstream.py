@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Protocol
 
 from walship.backup.manifest import ManifestEntry
 from walship.backup.walk import Entry

@@ -26,7 +26,7 @@ class TimelineStep(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, timeline: int, begin: int, end: int | None) -> "TimelineStep":
+    def __new__(cls, timeline: int, begin: int, end: int | None) -> TimelineStep:
         return tuple.__new__(cls, (timeline, begin, end))
 
     @property
@@ -47,7 +47,7 @@ class ArchiveEnd(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, segment: str | None, lsn: int | None, mtime: float | None) -> "ArchiveEnd":
+    def __new__(cls, segment: str | None, lsn: int | None, mtime: float | None) -> ArchiveEnd:
         return tuple.__new__(cls, (segment, lsn, mtime))
 
     @property

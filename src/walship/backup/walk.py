@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from walship import logs
 from walship.errors import WalshipError

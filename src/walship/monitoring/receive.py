@@ -48,9 +48,9 @@ def check_receive(seen: tuple[str, str, int, float | None] | None, last_store: f
 
 
 def run_check(args, settings, store_factory) -> CheckResult:
+    from walship.monitoring.plugin import parse_age
     from walship.pg.conn import connect
     from walship.pg.replication import receiver_on_server
-    from walship.monitoring.plugin import parse_age
 
     application_name = args.application_name or settings.receive_application_name
     with connect(args.pg, application_name="walship-check") as conn:

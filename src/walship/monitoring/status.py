@@ -14,13 +14,13 @@ import json
 from typing import TYPE_CHECKING
 
 from walship.monitoring import walarchive
+from walship.monitoring.plugin import format_age, format_bytes
 from walship.monitoring.walarchive import utc
 from walship.pg.walnames import format_lsn
-from walship.monitoring.plugin import format_age, format_bytes
 
 if TYPE_CHECKING:
-    from walship.repo.catalog import BackupInfo
     from walship.config import Settings
+    from walship.repo.catalog import BackupInfo
     from walship.storage import Store
 
 

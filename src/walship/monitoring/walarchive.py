@@ -28,8 +28,8 @@ from walship.pg.walnames import Segment, format_lsn, history_name, parse_lsn, se
 from walship.repo import walindex
 
 if TYPE_CHECKING:
-    from walship.repo.catalog import BackupInfo
     from walship.crypto import Keyring
+    from walship.repo.catalog import BackupInfo
     from walship.storage import Store
 
 

@@ -158,7 +158,7 @@ class PageCheck:
         self._lock = threading.Lock()
         self._batches: dict[int, _Batch] = {}     # one per upload thread
 
-    def reader(self, name: str, path: str, fd: int, offset: int) -> "FileCheck | None":
+    def reader(self, name: str, path: str, fd: int, offset: int) -> FileCheck | None:
         """A checker for the bytes of file `name` read from offset on, or None when it holds no pages."""
         first = relation_first_block(name, self.blocks_per_segment)
         if first is None:

@@ -78,7 +78,7 @@ def signal_recovery(pgdata: str, owner: tuple[int, int] | None) -> None:
 def comment_out_recovery_settings(pgdata: str) -> list[str]:
     """Comment out the recovery settings the backed-up server had, in the configuration files inside the
     data directory (with DISABLED_PREFIX saying walship did it); the settings disabled, in order."""
-    import re                # compiled here, once per restore: wal-fetch reads the signal files on every call
+    import re  # compiled here, once per restore: wal-fetch reads the signal files on every call
     setting_line = re.compile(r"^\s*(recovery_target\w*|" + "|".join(RECOVERY_SETTINGS) + r")\s*=", re.IGNORECASE)
     disabled: list[str] = []
     for conf in CONFIG_FILES:

@@ -49,7 +49,7 @@ class Segment(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, timeline: int, number: int) -> "Segment":
+    def __new__(cls, timeline: int, number: int) -> Segment:
         return tuple.__new__(cls, (timeline, number))
 
     @property
@@ -64,7 +64,7 @@ class Segment(tuple):
         return f"Segment(timeline={self[0]}, number={self[1]})"
 
     @classmethod
-    def parse(cls, name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> "Segment":
+    def parse(cls, name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> Segment:
         if not SEGMENT_RE.match(name[:24]) or (len(name) > 24 and not name.endswith(".partial")):
             raise InvalidWalName(f"{name!r} is not a WAL segment name")
         tli = int(name[0:8], 16)
@@ -79,7 +79,7 @@ class Segment(tuple):
         per = segments_per_log(segment_size)
         return f"{self.timeline:08X}{self.number // per:08X}{self.number % per:08X}"
 
-    def next(self, n: int = 1) -> "Segment":
+    def next(self, n: int = 1) -> Segment:
         return Segment(self.timeline, self.number + n)
 
     def start_lsn(self, segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:

@@ -51,7 +51,7 @@ class RepositoryLocked(WalshipError):
 class Announcement:
     """A running backup's in_progress.json, refreshed by the lock's heartbeat until stopped."""
 
-    def __init__(self, lock: "RepositoryLock", name: str):
+    def __init__(self, lock: RepositoryLock, name: str):
         self.lock = lock
         self.key = layout.in_progress_key(name)
         self.doc = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}).encode()
@@ -84,7 +84,7 @@ class RepositoryLock:
         return json.dumps({"command": self.command, "host": socket.gethostname(), "pid": os.getpid(),
                            "token": self.token, "written": time.time()}).encode()
 
-    def __enter__(self) -> "RepositoryLock":
+    def __enter__(self) -> RepositoryLock:
         self.acquire()
         return self
 

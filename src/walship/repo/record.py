@@ -45,7 +45,7 @@ class ClusterIdentity(tuple):
     __slots__ = ()
 
     def __new__(cls, system_identifier: str, pg_major: int | None = None,
-                wal_segment_size: int | None = None) -> "ClusterIdentity":
+                wal_segment_size: int | None = None) -> ClusterIdentity:
         return tuple.__new__(cls, (str(system_identifier), pg_major, wal_segment_size))
 
     @property
@@ -84,7 +84,7 @@ class RepositoryRecord:
         return json.dumps(self.as_dict(), indent=1, sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, where: str) -> "RepositoryRecord":
+    def from_json(cls, data: bytes, where: str) -> RepositoryRecord:
         try:
             doc = json.loads(data)
             fmt = int(doc["format"])

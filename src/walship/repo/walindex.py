@@ -10,12 +10,12 @@ once. The server is never asked, and 16 MiB is never assumed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from walship.errors import WalshipError
 from walship.pg import walnames
-from walship.pg.walnames import (DEFAULT_SEGMENT_SIZE, Segment, history_name, history_timeline, is_segment,
-                                 parse_history)
+from walship.pg.walnames import DEFAULT_SEGMENT_SIZE, Segment, history_name, history_timeline, is_segment, parse_history
 from walship.repo.layout import WAL_PREFIX, WALE_WAL_PREFIX, wal_name_of_key, wale_wal_name_of_key
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class History(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, timeline: int, parent: int, branch_lsn: int, reason: str, mtime: float | None) -> "History":
+    def __new__(cls, timeline: int, parent: int, branch_lsn: int, reason: str, mtime: float | None) -> History:
         return tuple.__new__(cls, (timeline, parent, branch_lsn, reason, mtime))
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlparse
 
 from walship.errors import ConfigError, StoreError
@@ -41,7 +41,7 @@ class LocalStore(Store):
         self._owner_known = False
 
     @classmethod
-    def from_url(cls, url: str) -> "LocalStore":
+    def from_url(cls, url: str) -> LocalStore:
         parsed = urlparse(url)
         if parsed.netloc not in ("", "localhost"):
             raise ConfigError(f"file repository URL {url!r} names a host", "use file:///absolute/path")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import configparser
 import os
 import re
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from typing import Iterable, Iterator
 from urllib.parse import urlparse
 
 import obstore
@@ -209,7 +209,7 @@ class S3Store(Store):
             raise ConfigError(f"invalid S3 configuration for {self.url}: {_first_line(exc)}") from None
 
     @classmethod
-    def from_url(cls, url: str, settings) -> "S3Store":
+    def from_url(cls, url: str, settings) -> S3Store:
         parsed = urlparse(url)
         if not parsed.netloc:
             raise ConfigError(f"S3 repository URL {url!r} has no bucket", "use s3://bucket/prefix")

@@ -20,8 +20,8 @@ from walship.monitoring import walarchive
 from walship.pg.walnames import Segment
 
 if TYPE_CHECKING:
-    from walship.repo.catalog import BackupInfo
     from walship.crypto import Keyring
+    from walship.repo.catalog import BackupInfo
     from walship.storage import Store
 
 # Timeline flags that make a restore impossible along that timeline; the others are warnings.

@@ -17,8 +17,8 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Generator, Iterable, Iterator
 
 from walship.errors import ConfigError, WalshipError
 
