@@ -1,6 +1,7 @@
 """Prints bench/archive results (JSON lines) as tables: walship beside the peers."""
 
 import json
+import os
 import sys
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
@@ -25,7 +26,6 @@ for r in rows:
 print("\n## End to end: pgbench -c 4 -j 2 -T 60, synchronous_commit=off, archive_command = tool\n")
 print("| tool | repo / config | tps | WAL MiB | segments generated | .ready at end | max .ready during run | catch-up s |")
 print("|---|---|---|---|---|---|---|---|")
-import os
 
 
 def max_ready(r):

@@ -7,13 +7,13 @@ Each command's module is imported only when that command runs, so that
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 from walship.errors import WalshipError  # a plain module with no imports: free on every path
 
 TYPE_CHECKING = False                     # typing's own costs archive_command an import
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
+    from collections.abc import Callable
     from types import SimpleNamespace
 
     from walship.config import Settings

@@ -15,10 +15,10 @@ Writing and reading objects (compressing, sealing, verifying) is walship.pipelin
 
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 
+from walship import flatjson
 from walship.errors import IntegrityError
 
 MAGIC = b"WALSHIP\x01"
@@ -56,7 +56,7 @@ def level_error(codec: str, level: int) -> str | None:
 
 
 def encode_header(meta: dict) -> bytes:
-    body = json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
+    body = flatjson.dumps(meta).encode()
     return MAGIC + LENGTH.pack(len(body)) + body
 
 
@@ -69,7 +69,10 @@ def parse_header(data: bytes, name: str = "object") -> tuple[dict, int]:
     if length > 1 << 20 or len(data) < start + length:
         raise IntegrityError(f"{name} has a truncated or corrupt header")
     try:
-        meta = json.loads(data[start:start + length])
+        meta = flatjson.loads(data[start:start + length])
+        if meta is None:
+            import json
+            meta = json.loads(data[start:start + length])
     except ValueError:
         raise IntegrityError(f"{name} has a corrupt header") from None
     if not isinstance(meta, dict) or meta.get("codec") not in DEFAULT_LEVELS:
@@ -99,7 +102,7 @@ def _zstd():
     try:
         from compression import zstd  # type: ignore[import-not-found]
     except ImportError:
-        from backports import zstd  # type: ignore[no-redef]
+        from backports import zstd  # type: ignore[no-redef,unused-ignore]  # a redefinition only where 3.14 has compression.zstd
     return zstd
 
 

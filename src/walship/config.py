@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
 
 from walship.errors import ConfigError
 
 TYPE_CHECKING = False          # typing's own would import typing on archive_command's fast path
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
+    from typing import Any
 
 DEFAULT_CONFIG_PATHS = ("/etc/walship/walship.toml",)
 # WALSHIP_* variables that are not settings: the config file's path, and the development scripts'
@@ -126,6 +127,11 @@ _OPTIONS = (
     Option("spool_dir", "str", None, "default: <pg_wal>/walship_spool"),
     Option("fetch_prefetch", "int", 8, "segments wal-fetch downloads ahead (0 = off)", low=0, high=1000,
            flag="--prefetch", flag_commands=("wal-fetch", "wal-prefetch")),
+    Option("fetch_queue_bytes", "int", 128 * 1024 * 1024,
+           "bytes of segments the prefetch worker keeps ready during recovery (refilled at half)",
+           low=1024 * 1024, high=64 * 1024 ** 3),
+    Option("fetch_queue_idle", "float", 60.0, "seconds without a restore_command call before the prefetch "
+           "worker leaves (the next call starts it again)", low=1, high=_DAY),
 
     # streaming WAL (wal-receive)
     Option("receive_spool_dir", "str", None, "wal-receive's local spool of WAL not yet stored (required)"),
@@ -145,6 +151,17 @@ _OPTIONS = (
            low=64 * 1024, high=64 * 1024 * _MIB),
     Option("retain", "int", None, "backups backup-push --retain keeps", low=1, high=100000),
     Option("backup_page_checksums", "bool", True, "verify page checksums while backup-push reads (data checksums on)"),
+    Option("backup_max_rate", "str", None, "bytes of the data directory backup-push reads per second, all "
+           "workers together, e.g. 50M or 200MB/s (k, M, G: powers of 1000; Ki, Mi, Gi: of 1024; a plain "
+           "number: bytes/s); unset: as fast as it can", check=lambda value: _rate_problem(value),
+           flag="--max-rate", flag_commands=("backup-push",), flag_help="read at most RATE bytes of the data "
+           "directory per second, e.g. 50M or 200MB/s (k/M/G = 1000s, Ki/Mi/Gi = 1024s)"),
+    Option("backup_low_priority", "bool", True, "backup-push runs at a lower CPU (nice +10) and I/O priority "
+           "(best-effort, lowest) than the server it reads"),
+    Option("full_every", "int", 0, "backup-push without --full/--incremental is incremental until a chain holds this "
+           "many backups, the full counted (0: always a full)", low=0, high=1000),
+    Option("full_max_age_days", "float", None, "... and takes a full once the chain's full is older than this",
+           low=0, high=100000),
 
     # logging
     Option("log_destination", "str", "stderr", "where log lines go", choices=("stderr", "syslog", "both", "none"),
@@ -181,6 +198,12 @@ _OPTIONS = (
     Option("encryption_key_command", "str", None, "command printing base64 keys, one per line"),
     Option("gpg_key_id", "str", None, "WAL-E's gpg key: its objects are decrypted with gpg", flag="--gpg-key-id",
            flag_help=""),
+
+    # wal-receive's passive result
+    Option("icinga_service_receive", "str", "PostgreSQL WAL streaming (wal-receive)",
+           "service of wal-receive's results"),
+    Option("icinga_receive_ok_interval", "float", 300.0, "seconds between two wal-receive OK results (a change "
+                                                         "of state is sent at once)", low=1, high=_DAY),
 )
 OPTIONS: dict[str, Option] = {option.name: option for option in _OPTIONS}
 SECRET_SETTINGS = frozenset(option.name for option in _OPTIONS if option.secret)
@@ -203,7 +226,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, command: str | None = Non
             kwargs["help"] = argparse.SUPPRESS
         else:
             kwargs["help"] = f"{option.flag_help or option.help} (env WALSHIP_{option.name.upper()})"
-        parser.add_argument(option.flag, **kwargs)
+        parser.add_argument(option.flag, **kwargs)  # type: ignore[arg-type]  # kwargs built per option kind
 
 
 def flag_values(args: object) -> dict[str, object]:
@@ -225,6 +248,12 @@ class Settings:
             if name not in OPTIONS:
                 raise TypeError(f"unknown setting {name!r}")
             setattr(self, name, value)
+
+    if TYPE_CHECKING:
+        # The attributes come from OPTIONS, declared once there; the type checker takes them as Any.
+        def __getattr__(self, name: str) -> Any: ...
+
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     def replace(self, **changes: object) -> Settings:
         copy = Settings(**{name: getattr(self, name) for name in OPTIONS})
@@ -283,7 +312,7 @@ def convert(name: str, raw: object, where: str) -> object:
     return value
 
 
-def _typed(option: Option, raw: object, where: str) -> object:
+def _typed(option: Option, raw: object, where: str) -> Any:
     """raw as the option's kind: TOML gives typed values, the environment strings."""
     text = raw.strip().lower() if isinstance(raw, str) else None
     if option.kind == "str":
@@ -394,20 +423,92 @@ def _wale_s3_endpoint(value: str) -> dict[str, str]:
             "s3_path_style": "true" if style == "path" else "false"}
 
 
-def _read_file(path: str) -> dict[str, object]:
-    import tomllib
+_BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_DIGITS = frozenset("0123456789")
 
+
+def _simple_toml_value(text: str) -> tuple[object, str] | None:
+    """The value at the start of text and what follows it, for the plain forms a config file holds (a string
+    without escapes, a decimal integer, true, false); None for anything else."""
+    if text[:1] in ('"', "'"):
+        end = text.find(text[0], 1)
+        value = text[1:end]
+        if end < 0 or (text[0] == '"' and "\\" in value):
+            return None
+        return value, text[end + 1:]
+    word, _, rest = text.partition(" ")
+    word, tab, after_tab = word.partition("\t")
+    rest = after_tab + " " + rest if tab else rest
+    word, hash_, comment = word.partition("#")
+    rest = "#" + comment + " " + rest if hash_ else rest
+    if word in ("true", "false"):
+        return word == "true", rest
+    digits = word[1:] if word[:1] == "-" else word
+    if digits and _DIGITS.issuperset(digits) and (digits == "0" or digits[0] != "0"):
+        return int(word), rest
+    return None
+
+
+def _simple_toml(text: str) -> dict[str, object] | None:
+    """What tomllib reads from text, when text is only comments, [table] headers and `key = value` lines of
+    _simple_toml_value's forms; None when it holds anything else (then tomllib reads it, and says what is wrong).
+    Why: tomllib (with re, datetime and string behind it) costs restore_command's cold call 9 ms of its 20."""
+    if any(c < " " and c not in "\t\n" or c == "\x7f" for c in text):
+        return None                          # control characters: tomllib refuses them (or reads them) best
+    data: dict[str, object] = {}
+    table = data
+    for line in text.split("\n"):
+        line = line.strip(" \t")
+        if not line or line[0] == "#":
+            continue
+        if line[0] == "[":
+            name, close, rest = line[1:].partition("]")
+            name = name.strip(" \t")
+            rest = rest.strip(" \t")
+            if (not close or not name or not _BARE_KEY.issuperset(name) or name in data
+                    or (rest and rest[0] != "#")):
+                return None
+            table = data[name] = {}
+            continue
+        key, equals, rest = line.partition("=")
+        key = key.strip(" \t")
+        if not equals or not key or not _BARE_KEY.issuperset(key) or key in table:
+            return None
+        parsed = _simple_toml_value(rest.lstrip(" \t"))
+        if parsed is None:
+            return None
+        value, rest = parsed
+        rest = rest.strip(" \t")
+        if rest and rest[0] != "#":
+            return None
+        table[key] = value
+    return data
+
+
+def _read_file(path: str) -> dict[str, object]:
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist",
                           "fix --config / WALSHIP_CONFIG") from None
     except PermissionError:
         raise ConfigError(f"config file {path} is not readable by this user",
                           "make it readable by the user that runs walship (postgres)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory", "fix --config / WALSHIP_CONFIG") from None
+    try:
+        simple = None if b"\r" in raw else _simple_toml(raw.decode())
+    except UnicodeDecodeError:
+        simple = None
+    if simple is not None:
+        data = simple
+    else:
+        import tomllib
+        try:
+            data = tomllib.loads(raw.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     flat: dict[str, object] = {}
     for key, value in data.items():
         if isinstance(value, dict):
@@ -522,3 +623,36 @@ def show_command(command: str, args: argparse.Namespace, settings: Settings,
     if credentials is not None:
         print(f"{'s3_credentials':<{width}}  {credentials}  (AWS credential chain)")
     return 0
+
+
+# --- rates (backup_max_rate) ---------------------------------------------------
+
+_RATE_UNITS = {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3, "t": 1000 ** 4,
+               "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40}
+MIN_RATE = 100_000             # below this a value is a mistake (a unit left out), not a wish for a week-long backup
+
+
+def parse_rate(text: str) -> int:
+    """Bytes per second of a rate such as 50M, 200MB/s, 1.5GiB/s or 1000000; ValueError (saying what is
+    wrong) otherwise. Units without regard to case: k, M, G, T are powers of 1000, Ki, Mi, Gi, Ti of 1024;
+    a trailing B and /s are optional."""
+    raw = text.strip()
+    body = raw.lower().removesuffix("/s").removesuffix("b").strip()
+    digits = len(body) - len(body.lstrip("0123456789."))
+    number, unit = body[:digits], body[digits:].strip()
+    if unit not in _RATE_UNITS or not number or number.count(".") > 1 or number == ".":
+        raise ValueError(f"{raw!r} is not a rate: expected a number of bytes per second with an optional unit, "
+                         "e.g. 50M, 200MB/s, 1GiB/s")
+    rate = int(float(number) * _RATE_UNITS[unit])
+    if rate < MIN_RATE:
+        raise ValueError(f"{raw!r} is {rate} bytes/s, below the least rate walship takes ({MIN_RATE // 1000}k): "
+                         "was a unit left out? e.g. 50M")
+    return rate
+
+
+def _rate_problem(value: str) -> str | None:
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        return str(exc)
+    return None

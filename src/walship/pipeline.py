@@ -18,11 +18,14 @@ The envelope itself (magic, header, codecs) is codec.py's.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable, Iterator
-
 from walship import codec
 from walship.errors import IntegrityError
+
+TYPE_CHECKING = False          # typing's own would import typing on archive_command's fast path
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import TypeVar
+    Piece = TypeVar("Piece", bytes, memoryview)    # what passes through count and hashed unchanged
 
 # --- stages ------------------------------------------------------------------
 
@@ -111,14 +114,14 @@ class Tally:
         self.total += n
 
 
-def count(chunks: Iterable[bytes], add: Callable[[int], object]) -> Iterator[bytes]:
+def count(chunks: Iterable[Piece], add: Callable[[int], object]) -> Iterator[Piece]:
     """The chunks unchanged; add(len) for each as it passes."""
     for chunk in chunks:
         add(len(chunk))
         yield chunk
 
 
-def hashed(chunks: Iterable[bytes], digest) -> Iterator[bytes]:
+def hashed(chunks: Iterable[Piece], digest) -> Iterator[Piece]:
     """The chunks unchanged, fed to digest (a hashlib object) as they pass."""
     for chunk in chunks:
         digest.update(chunk)
@@ -130,6 +133,7 @@ def verify(chunks: Iterable[bytes], meta: dict, name: str) -> Iterator[bytes]:
     if "size" not in meta and "sha256" not in meta:
         yield from chunks                                    # streams and sealed objects: nothing to compare
         return
+    import hashlib  # here, not at the top: a restore_command miss never hashes (OpenSSL costs it 2 ms)
     digest, size = hashlib.sha256(), Tally()
     yield from count(hashed(chunks, digest), size.add)
     if "size" in meta and size.total != meta["size"]:
@@ -175,7 +179,7 @@ def split(chunks: Iterable[bytes], name: str = "object") -> tuple[dict, bytes, I
                 meta, offset = codec.parse_header(buf, name)
                 rest = buf[offset:]
 
-                def payload() -> Iterator[bytes]:  # noqa: B023 (called once, before the loop goes on)
+                def payload(rest: bytes = rest) -> Iterator[bytes]:
                     if rest:
                         yield rest
                     yield from it
@@ -195,6 +199,7 @@ def pack(data: bytes, codec_name: str, level: int | None = None, keyring=None, s
     (a conflicting push is then recognised from the header alone); encrypted ones carry
     neither in the clear: the AEAD authenticates their content."""
     if keyring is None:
+        import hashlib
         meta = {"size": len(data), "sha256": sha256 or hashlib.sha256(data).hexdigest(), **meta}
     return b"".join(write([data], codec_name, level, keyring, **meta))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable, Iterator
 
 
@@ -34,16 +33,3 @@ class ChunkReader(io.RawIOBase):
             yield bytes(self._pending)
             self._pending = memoryview(b"")
         yield from self._chunks
-
-
-def process_running(pid: int) -> bool:
-    """Whether a process of this host runs under pid (one of another user counts)."""
-    if pid <= 0:                  # kill(0) and kill(-n) signal process groups, not a process
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -26,7 +26,7 @@ def test_every_segment_is_archived_and_fetched_back_identical(pg_version, repo_e
     c.start()
     c.sql("CREATE TABLE t (id int, pad text)")
     switched = []
-    for i in range(4):
+    for _ in range(4):
         c.sql("INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
         switched.append(c.switch_wal())
     c.wait_archived(switched[-1])

@@ -12,31 +12,14 @@ from tests.conftest import require_version
 from tests.support import pg, restore
 from walship.repo.layout import backup_name_of_key
 
-_file_repo = restore.file_repo
-_primary = restore.primary
-_cli_env = restore.cli_env
-_backup_push = restore.backup_push
-_backups = restore.backups
-_restore = restore.restore
-_digest = restore.digest
-
-
-
-_check_integrity = restore.check_integrity
-
-
-def _repo_keys(repo_env: dict) -> set[str]:
-    root = Path(repo_env["WALSHIP_REPO"][len("file://"):])
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".walship-tmp")}
-
 
 def test_a_backup_killed_midway_is_never_listed_and_the_next_one_cleans_up(cluster_factory, scratch):
     require_version(15)
-    repo_env = _file_repo(scratch)
-    primary = _primary(cluster_factory, 15, repo_env)
+    repo_env = restore.file_repo(scratch)
+    primary = restore.primary(cluster_factory, 15, repo_env)
     primary.sql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((-g)::text) AS pad "
                 "FROM generate_series(1, 1500000) g")
-    env = _cli_env(primary, WALSHIP_BACKUP_PART_SIZE=str(4 << 20))
+    env = restore.cli_env(primary, WALSHIP_BACKUP_PART_SIZE=str(4 << 20))
     push = subprocess.Popen([pg.WALSHIP, "backup-push", str(primary.datadir), "--progress", "none"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **pg.as_postgres())
     repo = Path(repo_env["WALSHIP_REPO"][len("file://"):])
@@ -45,15 +28,15 @@ def test_a_backup_killed_midway_is_never_listed_and_the_next_one_cleans_up(clust
         time.sleep(0.01)
     push.kill()
     assert push.wait() == -9, "backup-push finished before it could be killed: make the table bigger"
-    [dead] = {backup_name_of_key(k) for k in _repo_keys(repo_env) if k.startswith("backups/")}
-    assert "locks/backups.lock" in _repo_keys(repo_env)
-    assert _backups(repo_env) == []
+    [dead] = {backup_name_of_key(k) for k in restore.repo_keys(repo_env) if k.startswith("backups/")}
+    assert "locks/backups.lock" in restore.repo_keys(repo_env)
+    assert restore.backups(repo_env) == []
 
-    _backup_push(primary)                    # breaks the dead process's lock, removes its objects
-    [backup] = _backups(repo_env)
-    assert {backup_name_of_key(k) for k in _repo_keys(repo_env) if k.startswith("backups/")} == {backup["name"]}
+    restore.backup_push(primary)                    # breaks the dead process's lock, removes its objects
+    [backup] = restore.backups(repo_env)
+    assert {backup_name_of_key(k) for k in restore.repo_keys(repo_env) if k.startswith("backups/")} == {backup["name"]}
     assert backup["name"] != dead
-    assert "locks/backups.lock" not in _repo_keys(repo_env)
+    assert "locks/backups.lock" not in restore.repo_keys(repo_env)
 
 
 def test_retention_deletes_exactly_the_older_backups_and_the_wal_only_they_need(cluster_factory, scratch):
@@ -61,13 +44,13 @@ def test_retention_deletes_exactly_the_older_backups_and_the_wal_only_they_need(
     from walship import pipeline
     from walship.storage.local import LocalStore
 
-    repo_env = _file_repo(scratch)
-    primary = _primary(cluster_factory, 15, repo_env)
+    repo_env = restore.file_repo(scratch)
+    primary = restore.primary(cluster_factory, 15, repo_env)
     primary.sql("CREATE TABLE t (id int)")
     for i in range(3):
         primary.sql(f"INSERT INTO t SELECT g FROM generate_series({i * 1000 + 1}, {i * 1000 + 1000}) g")
         primary.wait_archived(primary.switch_wal())
-        _backup_push(primary)
+        restore.backup_push(primary)
     primary.sql("INSERT INTO t SELECT g FROM generate_series(3001, 4000) g")
     primary.wait_archived(primary.switch_wal())
     expected_rows = primary.scalar("SELECT count(*) FROM t")
@@ -75,14 +58,14 @@ def test_retention_deletes_exactly_the_older_backups_and_the_wal_only_they_need(
     repo = repo_env["WALSHIP_REPO"][len("file://"):]
     LocalStore(repo).put(history, pipeline.pack(b"1\t0/3000000\tno reason\n", "none"))
     pg.chown_postgres(f"{repo}/{history}")
-    old1, old2, kept = _backups(repo_env)
-    before = _repo_keys(repo_env)
+    old1, old2, kept = restore.backups(repo_env)
+    before = restore.repo_keys(repo_env)
 
     r = pg.walship(["delete", "--retain", "1", "--dry-run"], repo_env)
     assert r.returncode == 0, r.stderr
     assert f"would delete backup {old1['name']}" in r.stdout and f"would delete backup {old2['name']}" in r.stdout
     assert kept["name"] not in r.stdout
-    assert _repo_keys(repo_env) == before
+    assert restore.repo_keys(repo_env) == before
 
     r = pg.walship(["delete", "--retain", "1"], repo_env)
     assert r.returncode == 0, r.stderr
@@ -90,14 +73,14 @@ def test_retention_deletes_exactly_the_older_backups_and_the_wal_only_they_need(
     expected = {k for k in before
                 if backup_name_of_key(k) not in (old1["name"], old2["name"])
                 and not (k.startswith("wal/") and k != history and k[len("wal/"):][8:24] < boundary)}
-    assert _repo_keys(repo_env) == expected
+    assert restore.repo_keys(repo_env) == expected
     assert history in expected and f"wal/{kept['start_wal']}" in expected
     assert any(k.startswith("wal/") and k[12:28] < boundary for k in before), "the test deleted no WAL"
-    assert [b["name"] for b in _backups(repo_env)] == [kept["name"]]
+    assert [b["name"] for b in restore.backups(repo_env)] == [kept["name"]]
 
     primary.stop()
     # timeline 2 (the history file above) never existed here: stay on the backup's timeline
-    restored = _restore(15, cluster_factory, "restored", repo_env, "LATEST", "--target-timeline", "current")
+    restored = restore.restore(15, cluster_factory, "restored", repo_env, "LATEST", "--target-timeline", "current")
     assert restored.scalar("SELECT count(*) FROM t") == expected_rows
 
 
@@ -109,7 +92,7 @@ def _one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
 
 
 def test_expected_failures_are_one_line_errors(scratch):
-    repo_env = _file_repo(scratch)
+    repo_env = restore.file_repo(scratch)
     env = pg.server_env(repo_env)
     _one_line_error(pg.walship(["backup-fetch", str(scratch / "dest"), "nope"], env), "no complete backup named nope")
     full = pg.make_dir(scratch, "full")
@@ -126,18 +109,18 @@ def test_expected_failures_are_one_line_errors(scratch):
 def test_a_tablespace_is_restored_where_the_operator_asks_and_push_retain_expires_the_older_backup(
         cluster_factory, scratch):
     require_version(16)
-    repo_env = _file_repo(scratch)
-    primary = _primary(cluster_factory, 16, repo_env)
+    repo_env = restore.file_repo(scratch)
+    primary = restore.primary(cluster_factory, 16, repo_env)
     location = pg.make_dir(scratch, "ts")
     primary.sql(f"CREATE TABLESPACE ts LOCATION '{location}'")
     primary.sql("CREATE TABLE far (id int) TABLESPACE ts")
     primary.sql("INSERT INTO far SELECT generate_series(1, 1000)")
     oid = str(primary.scalar("SELECT oid FROM pg_tablespace WHERE spcname = 'ts'"))
-    _backup_push(primary)
-    [first] = _backups(repo_env)
+    restore.backup_push(primary)
+    [first] = restore.backups(repo_env)
     primary.sql("INSERT INTO far SELECT generate_series(1001, 1500)")
-    _backup_push(primary, "--retain", "1")
-    [second] = _backups(repo_env)
+    restore.backup_push(primary, "--retain", "1")
+    [second] = restore.backups(repo_env)
     assert second["name"] != first["name"]
     primary.sql("INSERT INTO far SELECT generate_series(1501, 2000)")
     primary.wait_archived(primary.switch_wal())
@@ -145,7 +128,7 @@ def test_a_tablespace_is_restored_where_the_operator_asks_and_push_retain_expire
 
     moved = scratch / "ts_restored"
     # run as root, backup-fetch gives the tablespace's files too to the owner of the data directory's parent
-    restored = _restore(16, cluster_factory, "restored", repo_env, "LATEST", "--tablespace", f"{oid}={moved}",
+    restored = restore.restore(16, cluster_factory, "restored", repo_env, "LATEST", "--tablespace", f"{oid}={moved}",
                         as_root=True)
     assert {p.stat().st_uid for p in [moved, *moved.rglob("*")]} == {scratch.stat().st_uid}
     assert restored.scalar("SELECT count(*) FROM far") == 2000
@@ -158,8 +141,8 @@ def test_a_tablespace_is_restored_where_the_operator_asks_and_push_retain_expire
 @pytest.mark.parametrize("switch", ["--primary", "archive_timeout"])
 def test_a_backup_taken_on_a_standby_restores_what_the_primary_committed(switch, cluster_factory, scratch):
     require_version(15)
-    repo_env = _file_repo(scratch)
-    primary = _primary(cluster_factory, 15, repo_env)
+    repo_env = restore.file_repo(scratch)
+    primary = restore.primary(cluster_factory, 15, repo_env)
     primary.sql("CREATE TABLE t (id int PRIMARY KEY, pad text)")
     primary.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
     standby = cluster_factory(15, name="standby", env=repo_env)
@@ -177,17 +160,17 @@ def test_a_backup_taken_on_a_standby_restores_what_the_primary_committed(switch,
     if switch == "--primary":
         # --primary only makes sense on a standby
         r = pg.walship(["backup-push", str(primary.datadir), "--progress", "none", "--primary", primary.conninfo],
-                       _cli_env(primary))
+                       restore.cli_env(primary))
         assert r.returncode != 0 and "--primary is for backups taken on a standby" in r.stderr
         # the primary switches segments at walship's request: the backup's last segment is archived at once
         r = pg.walship(["backup-push", str(standby.datadir), "--progress", "none", "--primary", primary.conninfo],
-                       _cli_env(standby), timeout=300)
+                       restore.cli_env(standby), timeout=300)
     else:
         # without --primary walship waits until the primary completes the segment on its own
         primary.sql("ALTER SYSTEM SET archive_timeout = '1s'")
         primary.sql("SELECT pg_reload_conf()")
         push = subprocess.Popen([pg.WALSHIP, "backup-push", str(standby.datadir), "--progress", "none"],
-                                env=_cli_env(standby), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=restore.cli_env(standby), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 **pg.as_postgres())
         n = 100000
         while push.poll() is None:                 # a primary at work: archive_timeout switches segments
@@ -196,15 +179,15 @@ def test_a_backup_taken_on_a_standby_restores_what_the_primary_committed(switch,
             time.sleep(0.1)
         r = subprocess.CompletedProcess(push.args, push.returncode, *push.communicate())
     assert r.returncode == 0, r.stderr
-    [backup] = _backups(repo_env)
+    [backup] = restore.backups(repo_env)
     primary.sql("INSERT INTO t SELECT g, 'after' FROM generate_series(30001, 31000) g")
-    source = _digest(primary, "t", "id::text || pad", "id")
+    source = restore.digest(primary, "t", "id::text || pad", "id")
     primary.wait_archived(primary.switch_wal())
     standby.stop()
     primary.kill9()
 
-    restored = _restore(15, cluster_factory, "from_standby", repo_env, "LATEST")
+    restored = restore.restore(15, cluster_factory, "from_standby", repo_env, "LATEST")
     assert "BACKUP FROM: standby" in (restored.datadir / "backup_label.old").read_text()
-    assert _digest(restored, "t", "id::text || pad", "id") == source
+    assert restore.digest(restored, "t", "id::text || pad", "id") == source
     assert backup["name"].startswith("base_")
-    _check_integrity(restored)
+    restore.check_integrity(restored)

@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import require_version
-from tests.integration.test_backup import _backups, _cli_env, _file_repo, _primary, _repo_keys
-from tests.support import pg
+from tests.support import pg, restore
 
 FAIL_FAST_S = 30.0
 LOCK_KEY = "locks/backups.lock"
@@ -17,7 +16,7 @@ LOCK_KEY = "locks/backups.lock"
 
 def _push(cluster: pg.Cluster, timeout: float = 300, **env) -> tuple[subprocess.CompletedProcess, float]:
     began = time.monotonic()
-    r = pg.walship(["backup-push", str(cluster.datadir), "--progress", "none"], _cli_env(cluster, **env),
+    r = pg.walship(["backup-push", str(cluster.datadir), "--progress", "none"], restore.cli_env(cluster, **env),
                    timeout=timeout)
     return r, time.monotonic() - began
 
@@ -32,19 +31,19 @@ def _one_line(r: subprocess.CompletedProcess, *words: str) -> str:
 
 def _assert_nothing_left(repo_env: dict) -> None:
     """No lock (a delete, which takes the same lock, works at once) and no listed backup."""
-    assert LOCK_KEY not in _repo_keys(repo_env)
+    assert LOCK_KEY not in restore.repo_keys(repo_env)
     began = time.monotonic()
     r = pg.walship(["delete", "--retain", "1", "--dry-run"], repo_env, timeout=60)
     assert r.returncode == 0 and time.monotonic() - began < 10, r.stderr
     r = pg.walship(["delete", "--retain", "1"], repo_env, timeout=60)      # this one takes the lock
     assert r.returncode == 0, r.stderr
-    assert _backups(repo_env) == []
-    assert not [k for k in _repo_keys(repo_env) if k.startswith("backups/")]
+    assert restore.backups(repo_env) == []
+    assert not [k for k in restore.repo_keys(repo_env) if k.startswith("backups/")]
 
 
 def test_a_failing_archive_command_fails_the_backup_in_seconds_before_it_reads_a_file(cluster_factory, scratch):
     require_version(15)
-    repo_env = _file_repo(scratch)
+    repo_env = restore.file_repo(scratch)
     c = cluster_factory(15, env=repo_env)
     c.initdb()
     c.set_archiving(command="false")
@@ -60,7 +59,7 @@ def test_a_failing_archive_command_fails_the_backup_in_seconds_before_it_reads_a
 
 def test_archive_mode_off_fails_the_backup_at_once_naming_the_setting(cluster_factory, scratch):
     require_version(15)
-    repo_env = _file_repo(scratch)
+    repo_env = restore.file_repo(scratch)
     c = cluster_factory(15, env=repo_env)
     c.initdb()                                     # archive_mode stays off
     c.start()
@@ -73,7 +72,7 @@ def test_archive_mode_off_fails_the_backup_at_once_naming_the_setting(cluster_fa
 
 def test_archiving_that_breaks_during_the_backup_fails_it_at_the_stop_segment(cluster_factory, scratch):
     require_version(15)
-    repo_env = _file_repo(scratch)
+    repo_env = restore.file_repo(scratch)
     broken = scratch / "archiving-broken"
     c = cluster_factory(15, env=repo_env)
     c.initdb()
@@ -81,7 +80,7 @@ def test_archiving_that_breaks_during_the_backup_fails_it_at_the_stop_segment(cl
     c.start()
     c.sql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((-g)::text) AS pad "
           "FROM generate_series(1, 1500000) g")
-    env = _cli_env(c, WALSHIP_BACKUP_PART_SIZE=str(4 << 20), WALSHIP_BACKUP_CONCURRENCY="1")
+    env = restore.cli_env(c, WALSHIP_BACKUP_PART_SIZE=str(4 << 20), WALSHIP_BACKUP_CONCURRENCY="1")
     push = subprocess.Popen([pg.WALSHIP, "backup-push", str(c.datadir), "--progress", "none"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **pg.as_postgres())
     repo = Path(repo_env["WALSHIP_REPO"][len("file://"):])
@@ -108,8 +107,8 @@ def test_archiving_that_breaks_during_the_backup_fails_it_at_the_stop_segment(cl
 
 def test_a_corrupt_page_is_reported_stored_and_the_backup_still_taken(cluster_factory, scratch):
     require_version(15)
-    repo_env = _file_repo(scratch)
-    c = _primary(cluster_factory, 15, repo_env)    # initdb --data-checksums
+    repo_env = restore.file_repo(scratch)
+    c = restore.primary(cluster_factory, 15, repo_env)    # initdb --data-checksums
     c.sql("CREATE TABLE t (id int, pad text)")
     c.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g")   # ~40 pages
     c.sql("CHECKPOINT")
@@ -127,7 +126,7 @@ def test_a_corrupt_page_is_reported_stored_and_the_backup_still_taken(cluster_fa
     assert r.returncode == 0, r.stderr
     warnings = [line for line in r.stderr.splitlines() if "page checksum mismatch" in line]
     assert len(warnings) == 1 and f"{relation}: block 3 " in warnings[0], r.stderr
-    [backup] = _backups(repo_env)
+    [backup] = restore.backups(repo_env)
     assert backup["page_checksum_failures"] == 1
 
     r = pg.walship(["status"], c.env_for_tools())
@@ -141,13 +140,13 @@ def test_a_corrupt_page_is_reported_stored_and_the_backup_still_taken(cluster_fa
 
 def test_a_clean_cluster_verifies_every_page_and_reports_none(cluster_factory, scratch):
     require_version(15)
-    repo_env = _file_repo(scratch)
-    c = _primary(cluster_factory, 15, repo_env)
+    repo_env = restore.file_repo(scratch)
+    c = restore.primary(cluster_factory, 15, repo_env)
     pg.run_as_postgres([str(c.bin / "pgbench"), "-i", "-s", "2", "-q"], env=c.env_for_tools())
     # 4 MiB parts: pgbench_accounts is sliced at offsets that are no multiple of a page
     r, _ = _push(c, WALSHIP_BACKUP_PART_SIZE=str(4 << 20))
     assert r.returncode == 0 and "page checksum" not in r.stderr, r.stderr
-    [backup] = _backups(repo_env)
+    [backup] = restore.backups(repo_env)
     assert backup["page_checksum_failures"] == 0
     r = pg.walship(["check", "backup"], c.env_for_tools())
     assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout
@@ -155,11 +154,11 @@ def test_a_clean_cluster_verifies_every_page_and_reports_none(cluster_factory, s
 
 def test_a_second_cluster_is_refused_the_first_ones_repository_with_nothing_written(cluster_factory, scratch):
     require_version(15)
-    repo_env = _file_repo(scratch)
-    first = _primary(cluster_factory, 15, repo_env)
+    repo_env = restore.file_repo(scratch)
+    first = restore.primary(cluster_factory, 15, repo_env)
     r, _ = _push(first)
     assert r.returncode == 0, r.stderr
-    before = _repo_keys(repo_env)
+    before = restore.repo_keys(repo_env)
     second = cluster_factory(15, name="second", env=repo_env)
     second.initdb()                                # its own system identifier; it archives nowhere
     second.start()
@@ -168,5 +167,5 @@ def test_a_second_cluster_is_refused_the_first_ones_repository_with_nothing_writ
     assert r.returncode == 4, r.stderr
     ids = [cl.scalar("SELECT system_identifier::text FROM pg_control_system()") for cl in (first, second)]
     _one_line(r, *ids, "backup-push wrote nothing")
-    assert _repo_keys(repo_env) == before
-    assert len(_backups(repo_env)) == 1
+    assert restore.repo_keys(repo_env) == before
+    assert len(restore.backups(repo_env)) == 1

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
-from tests.integration.test_recovery import _recover
-from tests.support import pg
-
-
-def _key_file(scratch, name: str) -> str:
-    r = pg.walship(["keygen"], pg.server_env())
-    path = scratch / name
-    path.write_text(r.stdout)
-    os.chmod(path, 0o600)
-    pg.chown_postgres(path)
-    return str(path)
+from tests.support import pg, recovery
 
 
 def test_encrypted_archive_holds_no_plaintext_and_recovers_with_the_key(cluster_factory, scratch):
     repo = pg.make_dir(scratch, "repo", 0o755)
     env = {"WALSHIP_REPO": f"file://{repo}", "WALSHIP_COMPRESSION": "none",
-           "WALSHIP_ENCRYPTION_KEY_FILE": _key_file(scratch, "key")}
+           "WALSHIP_ENCRYPTION_KEY_FILE": pg.key_file(scratch, "key")}
     marker = f"PLAINTEXT-MARKER-{uuid.uuid4().hex}"
     primary = cluster_factory(16, env=env)
     primary.initdb()
     primary.set_archiving()
     primary.start()
     primary.sql("CREATE TABLE secrets (v text)")
-    restored = _recover(primary, cluster_factory, scratch, env)
+    restored = recovery.from_pg_basebackup(primary, cluster_factory, scratch, env)
     primary.sql("INSERT INTO secrets SELECT %s || g FROM generate_series(1, 500) g", (marker,))
     last = primary.switch_wal()
     primary.wait_archived(last)
@@ -43,7 +32,7 @@ def test_encrypted_archive_holds_no_plaintext_and_recovers_with_the_key(cluster_
     restored.wait_promoted()
     assert restored.scalar("SELECT count(*) FROM secrets WHERE v LIKE %s", (marker + "%",)) == 500
 
-    wrong = {**pg.server_env(env), "WALSHIP_ENCRYPTION_KEY_FILE": _key_file(scratch, "other"),
+    wrong = {**pg.server_env(env), "WALSHIP_ENCRYPTION_KEY_FILE": pg.key_file(scratch, "other"),
              "WALSHIP_FETCH_PREFETCH": "0"}
     r = pg.walship(["wal-fetch", last, str(scratch / "x")], wrong)
     assert r.returncode == 4 and "not among the configured keys" in r.stderr

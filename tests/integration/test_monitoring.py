@@ -7,30 +7,26 @@ results and freshness runs never disturb another's.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
-import shlex
 import shutil
-import ssl
 import subprocess
 import time
 import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.support import pg
+from tests.support.icinga import TESTENV, IcingaApi, icinga_env, start_testenv, wait_until
 from tests.support.s3 import SwitchableProxy
 from tests.support.walfiles import segment_bytes
 
-TESTENV = Path(__file__).parents[2].parent / "shared" / "testenv"
 CONTRIB_ICINGA = Path(__file__).parents[2] / "contrib" / "icinga2" / "walship.conf"
 ARCHIVE = "PostgreSQL WAL archiving to S3"
 BACKUP = "PostgreSQL base backup push"
+RECEIVE = "PostgreSQL WAL streaming (wal-receive)"   # wal-receive's default service name
 STALE_AFTER_S = 4
 PG_VERSION = 15   # the checks do not depend on the version; one keeps the suite fast
 
@@ -42,7 +38,8 @@ object Host "pg-archive" { import "walship-test-host"; vars.walship_test = true;
 object Host "pg-backup"  { import "walship-test-host"; vars.walship_test = true; vars.stale_after = 10m }
 object Host "pg-stale"   { import "walship-test-host"; vars.walship_test = true; vars.stale_after = %ds }
 /* the shipped contrib/icinga2/walship.conf is loaded too; this host gets its services */
-object Host "pg-contrib" { import "walship-test-host"; vars.walship = true }
+object Host "pg-contrib" { import "walship-test-host"; vars.walship = true; vars.walship_receive = true }
+object Host "pg-contrib-archiving-only" { import "walship-test-host"; vars.walship = true }
 
 apply Service "%s" {
   enable_passive_checks = true
@@ -64,30 +61,10 @@ apply Service "%s" {
   check_command = "passive"
   assign where host.vars.walship_test == true
 }
-""" % (STALE_AFTER_S, ARCHIVE, BACKUP)
+""" % (STALE_AFTER_S, ARCHIVE, BACKUP)  # noqa: UP031 (the Icinga DSL is full of braces)
 
 
 # --- daemons ---------------------------------------------------------------------------
-
-def _up(script: str, directory: Path) -> dict:
-    out = subprocess.run([str(TESTENV / script), str(directory), "auto"], check=True,
-                         stdout=subprocess.PIPE, text=True).stdout
-    values = {}
-    for line in out.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.startswith("export"):
-            values[key] = shlex.split(value)[0] if value else ""
-    return values
-
-
-def _wait(predicate, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
 
 @pytest.fixture(scope="session")
 def icinga(tmp_path_factory):
@@ -95,7 +72,7 @@ def icinga(tmp_path_factory):
     (directory / "etc" / "conf.d").mkdir(parents=True)
     (directory / "etc" / "conf.d" / "walship-test.conf").write_text(TEST_OBJECTS)
     shutil.copy(CONTRIB_ICINGA, directory / "etc" / "conf.d" / "walship-contrib.conf")
-    env = _up("icinga2-up.sh", directory)
+    env = start_testenv("icinga2-up.sh", directory)
     # archive_command runs as postgres: give it a CA file it can read
     shared = pg.scratch_dir("walship-icinga-")
     shutil.copy(env["ICINGA2_CA_CERT"], shared / "ca.crt")
@@ -109,40 +86,9 @@ def icinga(tmp_path_factory):
 @pytest.fixture(scope="session")
 def rsyslog(tmp_path_factory):
     directory = tmp_path_factory.mktemp("rsyslog")
-    env = _up("rsyslog-up.sh", directory)
+    env = start_testenv("rsyslog-up.sh", directory)
     yield env
     subprocess.run([str(TESTENV / "rsyslog-down.sh"), str(directory)], check=True)
-
-
-class IcingaApi:
-    """Reads service state back from Icinga (TLS verified against the test CA)."""
-
-    def __init__(self, env: dict):
-        self.base = f"https://{env['ICINGA2_TLS_NAME']}:{env['ICINGA2_API_PORT']}/v1"
-        self.ctx = ssl.create_default_context(cafile=env["ICINGA2_CA_CERT"])
-        cred = f"{env['ICINGA2_API_USER']}:{env['ICINGA2_API_PASSWORD']}".encode()
-        self.headers = {"Accept": "application/json", "Authorization": "Basic " + base64.b64encode(cred).decode()}
-
-    def service(self, host: str, service: str) -> dict:
-        name = urllib.parse.quote(f"{host}!{service}", safe="!")   # %20: Icinga does not decode '+'
-        req = urllib.request.Request(f"{self.base}/objects/services/{name}?attrs=state&attrs=last_check_result"
-                                     "&attrs=check_interval", headers=self.headers)
-        with urllib.request.urlopen(req, context=self.ctx, timeout=10) as resp:
-            return json.load(resp)["results"][0]["attrs"]
-
-    def result(self, host: str, service: str) -> dict | None:
-        return self.service(host, service)["last_check_result"]
-
-    def wait_for(self, host: str, service: str, predicate, timeout: float = 20) -> dict | None:
-        return _wait(lambda: (lambda r: r if r and predicate(r) else None)(self.result(host, service)), timeout)
-
-
-def icinga_env(icinga: dict, host: str) -> dict:
-    return {"WALSHIP_ICINGA_URL": f"https://{icinga['ICINGA2_TLS_NAME']}:{icinga['ICINGA2_API_PORT']}",
-            "WALSHIP_ICINGA_USER": icinga["ICINGA2_API_USER"],
-            "WALSHIP_ICINGA_PASSWORD": icinga["ICINGA2_API_PASSWORD"],
-            "WALSHIP_ICINGA_CA": icinga["WALSHIP_CA"],
-            "WALSHIP_ICINGA_HOST": host}
 
 
 def fake_wal_dir(parent: Path, names: list[str]) -> Path:
@@ -263,10 +209,16 @@ def test_backup_push_results_arrive_in_icinga(icinga, cluster_factory, moto, scr
         proxy.close()
 
 
-def test_shipped_icinga_config_loads_and_applies_both_services(icinga):
+def test_shipped_icinga_config_loads_and_applies_its_services_where_asked(icinga):
     api = IcingaApi(icinga)
     assert api.service("pg-contrib", ARCHIVE)["check_interval"] == 3600
     assert api.service("pg-contrib", BACKUP)["check_interval"] == 26 * 3600
+    assert api.service("pg-contrib", RECEIVE)["check_interval"] == 15 * 60
+    # wal-receive is optional: a host without vars.walship_receive gets no service that would go stale
+    assert api.service("pg-contrib-archiving-only", ARCHIVE)["check_interval"] == 3600
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        api.service("pg-contrib-archiving-only", RECEIVE)
+    assert missing.value.code == 404
 
 
 @pytest.mark.parametrize("change,warning", [
@@ -300,7 +252,7 @@ def nsca_daemon(scratch):
                       f"command_file={results}\nalternate_dump_file={scratch}/nsca-dump\nappend_to_file=1\n"
                       "aggregate_writes=0\nmax_packet_age=30\npassword=s3cret\ndecryption_method=1\n")
     subprocess.run(["/usr/sbin/nsca", "-c", str(config), "--daemon"], check=True)
-    pid = int(_wait(lambda: (scratch / "nsca.pid").exists() and (scratch / "nsca.pid").read_text().strip(), 5))
+    pid = int(wait_until(lambda: (scratch / "nsca.pid").exists() and (scratch / "nsca.pid").read_text().strip(), 5))
     yield port, results
     os.kill(pid, 15)
 
@@ -315,7 +267,7 @@ def test_nsca_results_reach_a_real_nsca_daemon(nsca_daemon, scratch):
                          "WALSHIP_ICINGA_HOST": "db1", "WALSHIP_ICINGA_ARCHIVE_OK_INTERVAL": "0"})
     r = pg.walship(["wal-push", str(wal / name)], env)
     assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr
-    line = _wait(lambda: results.read_text().strip(), 5)
+    line = wait_until(lambda: results.read_text().strip(), 5)
     assert line, "nsca wrote no result"
     _, _, command = line.partition("] ")
     fields = command.split(";")
@@ -363,7 +315,7 @@ def test_syslog_lines_arrive_under_the_configured_program_name(rsyslog, scratch,
     failed = pg.walship(["wal-push", str(wal / names[1])], env, as_pg=False)
     assert failed.returncode == 1 and failed.stderr == ""   # everything went to syslog
 
-    events = _wait(lambda: (lambda e: e if len(e) >= 2 else None)(_events(rsyslog, program)), 10)
+    events = wait_until(lambda: (lambda e: e if len(e) >= 2 else None)(_events(rsyslog, program)), 10)
     assert events, f"nothing from {program} in {rsyslog['RSYSLOG_JSON_LOG']}"
     pushed = json.loads(next(e["message"] for e in events if '"wal_pushed"' in e["message"]))
     assert pushed["event"] == "wal_pushed" and pushed["segment"] == names[0]
@@ -451,7 +403,7 @@ def test_check_archive_reports_a_failing_archiver_and_the_growing_backlog(cluste
         for _ in range(2):
             next_segment(c)
             next_segment(c)
-            assert _wait(lambda: c.scalar("SELECT failed_count > 0 FROM pg_stat_archiver"), 30), c.log_tail()
+            assert wait_until(lambda: c.scalar("SELECT failed_count > 0 FROM pg_stat_archiver"), 30), c.log_tail()
             code, out = check(c, "check", "archive")
             assert code == 2, out
             assert out.startswith("CRITICAL: archive_command failing: last failure ")

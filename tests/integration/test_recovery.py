@@ -5,40 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import require_version
-from tests.support import pg
+from tests.support import pg, recovery
 from tests.support.recovery import (
     archive_after_backup,
     backup_fetch,
     restore_command,
     start_and_check_every_row,
-    write_config,
 )
 from walship.pg.recoveryfiles import COPY, read_restore_marker
-
-
-def _recover(primary: pg.Cluster, cluster_factory, scratch, repo_env: dict) -> pg.Cluster:
-    """A pg_basebackup copy set up for archive recovery as a service runs it: the repository is named in
-    restore_command (--repo, and --config for the other settings: S3 endpoint, key file), never in the
-    server's environment."""
-    service_env = {k: v for k, v in repo_env.items() if not k.startswith("WALSHIP_")}   # AWS_* only
-    restored = cluster_factory(primary.version, name="restored", env=service_env)
-    pg.run_as_postgres([str(primary.bin / "pg_basebackup"), "-h", str(primary.sockdir), "-p", str(primary.port),
-                        "-U", "postgres", "-D", str(restored.datadir), "-X", "none", "-c", "fast"],
-                       env=primary.env)
-    command = f"{pg.WALSHIP} wal-fetch %f %p --repo {repo_env['WALSHIP_REPO']}"
-    settings = {k[len("WALSHIP_"):].lower(): v for k, v in repo_env.items()
-                if k.startswith("WALSHIP_") and k != "WALSHIP_REPO"}
-    if settings:
-        config = write_config(scratch / "restore.toml", "".join(f'{k} = "{v}"\n' for k, v in settings.items()))
-        command += f" --config {config}"
-    restored.configure(
-        f"port = {restored.port}\nunix_socket_directories = '{restored.sockdir}'\n"
-        "archive_mode = off\n"
-        f"restore_command = '{command}'\n")
-    (restored.datadir / "recovery.signal").touch()
-    pg.chown_postgres(restored.datadir / "recovery.signal")
-    assert not any(k.startswith("WALSHIP_") for k in restored.process_env)
-    return restored
 
 
 # the file repository on every version, S3 on one (the S3 path is the same on all)
@@ -55,7 +29,7 @@ def test_replay_from_the_archive_restores_rows_written_after_the_base_backup(
     primary.sql("CREATE TABLE t (id int PRIMARY KEY, pad text)")
     primary.sql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 1000) g")
 
-    restored = _recover(primary, cluster_factory, scratch, repo_env)
+    restored = recovery.from_pg_basebackup(primary, cluster_factory, scratch, repo_env)
     # written after the base backup: only the archive has these rows
     for i in range(5):
         primary.sql(f"INSERT INTO t SELECT g, repeat('after', 40) FROM generate_series({2000 + i * 20000}, "
@@ -78,7 +52,7 @@ def test_replay_from_the_archive_restores_rows_written_after_the_base_backup(
 def test_backup_fetchs_own_restore_command_replays_from_prefetch_and_says_what_becomes_of_a_copy(
         cluster_factory, scratch):
     repo = f"file://{pg.make_dir(scratch, 'repo', 0o755)}"
-    archived = archive_after_backup(cluster_factory, repo, batches=6)
+    archived = archive_after_backup(cluster_factory, repo, batches=6, rows=70000)   # full segments: see test_prefetch_queue
     # the operator's shell names the repository; the server started afterwards knows only restore_command
     restored = backup_fetch(cluster_factory, "restored", {"WALSHIP_REPO": repo})
     assert restore_command(restored).endswith(f"wal-fetch %f %p --repo {repo}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,13 +18,19 @@ def _stored(repo_dir, name: str) -> bool:
     return (repo_dir / "wal" / name).exists()
 
 
-def test_a_second_cluster_cannot_archive_into_or_expire_the_first_clusters_repository(cluster_factory, scratch):
+def _archiving(cluster_factory, scratch, name: str = "primary") -> tuple[Path, str, pg.Cluster]:
+    """A new file repository and a running PostgreSQL 15 archiving into it: (its directory, its URL, the server)."""
     repo_dir = pg.make_dir(scratch, "repo", 0o755)
     repo = f"file://{repo_dir}"
-    first = cluster_factory(15, name="first")
-    first.initdb()
-    first.set_archiving(repo)
-    first.start()
+    cluster = cluster_factory(15, name=name)
+    cluster.initdb()
+    cluster.set_archiving(repo)
+    cluster.start()
+    return repo_dir, repo, cluster
+
+
+def test_a_second_cluster_cannot_archive_into_or_expire_the_first_clusters_repository(cluster_factory, scratch):
+    repo_dir, repo, first = _archiving(cluster_factory, scratch, 'first')
     first.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
     for _ in range(3):
         last = first.switch_wal()
@@ -62,12 +69,7 @@ def test_a_second_cluster_cannot_archive_into_or_expire_the_first_clusters_repos
 
 
 def test_a_recycled_segment_pushed_by_hand_is_refused_and_the_real_one_archives_later(cluster_factory, scratch):
-    repo_dir = pg.make_dir(scratch, "repo", 0o755)
-    repo = f"file://{repo_dir}"
-    primary = cluster_factory(15)
-    primary.initdb()
-    primary.set_archiving(repo)
-    primary.start()
+    repo_dir, repo, primary = _archiving(cluster_factory, scratch)
     old = primary.switch_wal()
     primary.wait_archived(old)
     current = primary.scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
@@ -143,12 +145,7 @@ def test_a_conflicting_object_is_set_aside_by_quarantine_and_archiving_resumes(c
     from walship import pipeline
     from walship.storage.local import LocalStore
 
-    repo_dir = pg.make_dir(scratch, "repo", 0o755)
-    repo = f"file://{repo_dir}"
-    primary = cluster_factory(15)
-    primary.initdb()
-    primary.set_archiving(repo)
-    primary.start()
+    repo_dir, repo, primary = _archiving(cluster_factory, scratch)
     primary.wait_archived(primary.switch_wal())
     primary.sql("CREATE TABLE first_write_of_the_next_segment ()")
     upcoming = primary.scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")

@@ -23,13 +23,7 @@ def _repository_id(repo_env: dict) -> str | None:
 
 def test_a_restored_copy_archives_nothing_and_productions_latest_stays_exact(cluster_factory, scratch):
     require_version(15)
-    repo_env = restore.file_repo(scratch)
-    production = restore.primary(cluster_factory, 15, repo_env)
-    production.sql(STAMPED)
-    rows = restore.stamp_rows(production, 1, 10)
-    restore.backup_push(production)
-    rows += restore.stamp_rows(production, 11, 10)
-    production.wait_archived(production.switch_wal())
+    repo_env, production, rows = restore.stamped_production(cluster_factory, scratch)
 
     # someone restores a copy to look at old data, and starts it as the service starts production:
     # the restored configuration (archive_command = walship wal-push %p) and the service's WALSHIP_REPO

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from tests.conftest import require_version
 from tests.support import pg, restore
-from tests.support.restore import STAMPED
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "restoring.md"
 BLOCK = re.compile(r"<!-- runbook: (?P<name>[\w-]+) -->\n```sh\n(?P<body>.*?)```", re.S)
@@ -41,13 +40,7 @@ class _Operator:
 
 def test_the_restore_runbook_works_as_written(cluster_factory, scratch):
     require_version(15)
-    repo_env = restore.file_repo(scratch)
-    production = restore.primary(cluster_factory, 15, repo_env)
-    production.sql(STAMPED)
-    rows = restore.stamp_rows(production, 1, 10)
-    restore.backup_push(production)
-    rows += restore.stamp_rows(production, 11, 10)
-    production.wait_archived(production.switch_wal())
+    repo_env, production, rows = restore.stamped_production(cluster_factory, scratch)
 
     restores = pg.make_dir(scratch, "restores", 0o755)
     port = str(pg.free_port())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 
-from tests.integration.test_encryption import _key_file
 from tests.support import pg
 from tests.support.restore import STAMPED
 from tests.support.restore import backup_push as _backup_push
@@ -20,7 +19,7 @@ def _verify(env: dict, *args: str):
 
 def test_encrypted_repository_restores_to_a_point_in_time_and_holds_no_plaintext(cluster_factory, scratch):
     repo = pg.make_dir(scratch, "repo", 0o755)
-    env = {"WALSHIP_REPO": f"file://{repo}", "WALSHIP_ENCRYPTION_KEY_FILE": _key_file(scratch, "key"),
+    env = {"WALSHIP_REPO": f"file://{repo}", "WALSHIP_ENCRYPTION_KEY_FILE": pg.key_file(scratch, "key"),
            "WALSHIP_COMPRESSION": "none"}
     marker = f"PLAINTEXT-MARKER-{uuid.uuid4().hex}"
     c = _primary(cluster_factory, 18, env)
@@ -43,7 +42,7 @@ def test_encrypted_repository_restores_to_a_point_in_time_and_holds_no_plaintext
     assert restored.scalar("SELECT count(*) FROM notes WHERE v LIKE %s", (marker + "%",)) == 300
 
     # a wrong key: a clear error, nothing restored
-    wrong = {**env, "WALSHIP_ENCRYPTION_KEY_FILE": _key_file(scratch, "other")}
+    wrong = {**env, "WALSHIP_ENCRYPTION_KEY_FILE": pg.key_file(scratch, "other")}
     dest = scratch / "wrong-key"
     r = pg.walship(["backup-fetch", str(dest), "LATEST", "--progress", "none"], pg.server_env(wrong))
     assert r.returncode == 4 and "not among the configured keys" in r.stderr, r.stderr

@@ -10,41 +10,10 @@ import time
 import pytest
 
 from tests.support import pg
-from tests.support.receive import Receiver, make_synchronous, wait_stored
+from tests.support.receive import NumberedCommits, Receiver, make_synchronous, wait_stored
 from tests.support.recovery import backup_fetch, restore_command
 
 pytestmark = pytest.mark.integration
-
-
-class NumberedCommits:
-    """A client committing rows 1, 2, 3... one per transaction, recording each commit the server acknowledged
-    (with the time it was acknowledged), until its connection breaks."""
-
-    def __init__(self, primary: pg.Cluster):
-        self.primary = primary
-        self.acknowledged: list[tuple[int, float]] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import psycopg
-        try:
-            with psycopg.connect(self.primary.conninfo, autocommit=True) as conn:
-                for number in range(1, 10_000_000):
-                    conn.execute("INSERT INTO commits VALUES (%s)", (number,))
-                    self.acknowledged.append((number, time.time()))
-        except psycopg.Error:
-            return                           # the primary was killed: what was acknowledged is recorded
-
-    def start(self) -> NumberedCommits:
-        self.thread.start()
-        return self
-
-    def wait_for(self, count: int, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while len(self.acknowledged) < count:
-            assert time.time() < deadline, f"only {len(self.acknowledged)} commits in {timeout}s"
-            assert self.thread.is_alive(), "the client stopped"
-            time.sleep(0.05)
 
 
 def _primary_with_receiver(cluster_factory, version: int, scratch, repo_env: dict, *flags: str):
@@ -179,14 +148,15 @@ def test_kill9_mid_segment_and_restart_leaves_no_gap_and_verify_clean(cluster_fa
     assert "gap" not in (r.stdout + r.stderr).lower()
 
 
-def test_a_promoted_standby_is_followed_onto_its_new_timeline_with_exact_history(cluster_factory, scratch):
+@pytest.mark.parametrize("version", [15, 18])
+def test_a_promoted_standby_is_followed_onto_its_new_timeline_with_exact_history(version, cluster_factory, scratch):
     repo_dir = pg.make_dir(scratch, "repo", 0o755)
     repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
-    primary = cluster_factory(15, env=repo_env)
+    primary = cluster_factory(version, env=repo_env)
     primary.initdb()
     primary.start()
     primary.sql("CREATE TABLE t (id int PRIMARY KEY, pad text)")
-    standby = cluster_factory(15, name="standby", env=repo_env)
+    standby = cluster_factory(version, name="standby", env=repo_env)
     pg.run_as_postgres([str(primary.bin / "pg_basebackup"), "-h", str(primary.sockdir), "-p", str(primary.port),
                         "-U", "postgres", "-D", str(standby.datadir), "-X", "stream", "-c", "fast", "-R"],
                        env=primary.env)
@@ -269,3 +239,114 @@ def test_wal_removed_before_it_was_received_is_a_loud_error_not_a_gap(cluster_fa
     errors = [line for line in r.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
     assert "000000010000000000000001 has already been removed" in errors[0] and "backup-push" in errors[0]
+
+
+def test_status_shows_the_stream_its_lag_last_store_and_slot_and_says_when_it_is_not_connected(
+        cluster_factory, scratch):
+    import json
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
+    primary, receiver = _primary_with_receiver(cluster_factory, 15, scratch, repo_env, "--synchronous")
+    make_synchronous(primary)
+    primary.sql("CREATE TABLE t (id int)")
+    primary.sql("INSERT INTO t VALUES (1)")          # synchronous: in the repository when this returns
+    env = {**primary.env_for_tools(), "WALSHIP_RECEIVE_SPOOL_DIR": str(receiver.spool)}
+    deadline = time.time() + 30
+    while not (receiver.status() or {}).get("connected"):
+        assert time.time() < deadline, receiver.log()
+        time.sleep(0.2)
+
+    r = pg.walship(["status"], env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    head = next(line for line in lines if line.startswith("wal-receive"))
+    assert head.startswith("wal-receive   streaming (sync) as walship, flushed ")
+    assert "last stored" in r.stdout and "(newest piece under receive/)" in r.stdout
+    assert any(line.startswith("  slot        walship active, restart_lsn ") for line in lines), r.stdout
+    assert any(line.startswith(f"  spool       {receiver.spool}: synchronous, received ") for line in lines), r.stdout
+    doc = json.loads(pg.walship(["status", "--json"], env).stdout)["receive"]
+    server = doc["server"]
+    assert server["state"] == "streaming" and server["sync_state"] == "sync" and server["slot_active"]
+    # what the server counts as flushed is what the repository holds: no further than the server's position
+    from walship.pg.walnames import parse_lsn
+    assert parse_lsn(server["flush_lsn"]) <= parse_lsn(server["server_lsn"])
+    assert doc["last_store_age_s"] is not None and doc["last_store_age_s"] >= 0
+
+    receiver.stop()
+    r = pg.walship(["status"], env)
+    assert r.returncode == 0, r.stderr
+    assert "wal-receive   NOT CONNECTED (walship)" in r.stdout, r.stdout
+    assert "  slot        walship inactive, restart_lsn " in r.stdout
+    assert "not connected)" in r.stdout          # the spool's own status file says so too
+
+
+def test_status_has_no_wal_receive_section_where_it_is_not_used(cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
+    primary = cluster_factory(15, env=repo_env)
+    primary.initdb()
+    primary.set_archiving()
+    primary.start()
+    primary.wait_archived(primary.switch_wal())
+    r = pg.walship(["status"], primary.env_for_tools())
+    assert r.returncode == 0, r.stderr
+    assert "wal-receive" not in r.stdout and "archived WAL" in r.stdout
+
+
+def test_a_slot_invalidated_by_max_slot_wal_keep_size_is_a_loud_error_and_status_says_lost(
+        cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
+    primary, receiver = _primary_with_receiver(cluster_factory, 15, scratch, repo_env)
+    primary.sql("CREATE TABLE t (id int)")
+    receiver.stop()
+    primary.sql("ALTER SYSTEM SET wal_keep_size = 0")
+    primary.sql("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+    primary.sql("SELECT pg_reload_conf()")
+    for _ in range(4):
+        primary.sql("INSERT INTO t SELECT generate_series(1, 1000)")
+        primary.switch_wal()
+    primary.sql("CHECKPOINT")                # the slot no longer holds what wal-receive needs next
+    assert primary.scalar("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'walship'") == "lost"
+
+    r = pg.walship(["status"], primary.env_for_tools())
+    assert r.returncode == 0, r.stderr
+    assert "  slot        walship inactive" in r.stdout and "LOST: the server removed WAL" in r.stdout, r.stdout
+    r = pg.walship(["wal-receive", "--spool", str(receiver.spool)], receiver.env, timeout=60)
+    assert r.returncode == 4, r.stderr
+    errors = [line for line in r.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "the server cannot send WAL from" in errors[0] and "backup-push" in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_the_primary_restarting_mid_segment_is_followed_without_a_gap_in_the_servers_own_bytes(
+        mode, cluster_factory, scratch):
+    repo_dir = pg.make_dir(scratch, "repo", 0o755)
+    repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}
+    primary = cluster_factory(15, env=repo_env)
+    primary.initdb()
+    primary.configure("wal_keep_size = '1GB'\n")   # the segments stay in pg_wal to be compared
+    primary.start()                                # no archive_command: every segment comes from wal-receive
+    receiver = Receiver(primary, repo_env, pg.make_dir(scratch, "spool"), "--synchronous").start()
+    receiver.wait_streaming()
+    make_synchronous(primary)
+    primary.sql("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+    for round_ in range(3):
+        primary.sql(f"INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series({round_ * 20000 + 1}, "
+                    f"{round_ * 20000 + 20000}) g")
+        primary.stop(mode)                         # mid-segment: the insert's WAL fills part of one
+        primary.start()
+        receiver.wait_streaming()
+    last = primary.switch_wal()
+    wait_stored(repo_dir, last, receiver=receiver)
+    receiver.stop()
+    assert "Traceback" not in receiver.log()
+    from walship import pipeline
+    stored = sorted(p.name for p in (repo_dir / "wal").iterdir() if len(p.name) == 24)
+    numbers = [int(n[16:], 16) for n in stored]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), f"a gap: {stored}"
+    assert stored[-1] == last
+    for name in stored:
+        assert pipeline.unpack((repo_dir / "wal" / name).read_bytes()) == \
+            (primary.datadir / "pg_wal" / name).read_bytes(), name

@@ -280,3 +280,14 @@ def scratch_dir(prefix: str = "walship-test-") -> Path:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def key_file(scratch, name: str) -> str:
+    """A new walship key (walship keygen) in scratch/name, readable by the postgres user only."""
+    r = walship(["keygen"], server_env())
+    path = scratch / name
+    path.write_text(r.stdout)
+    os.chmod(path, 0o600)
+    chown_postgres(path)
+    return str(path)
+

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -85,3 +86,34 @@ def wait_stored(repo_dir: Path, name: str, timeout: float = 60, receiver: Receiv
         time.sleep(0.1)
     raise TimeoutError(f"{name} not stored in {repo_dir} in {timeout}s"
                        + (f"; wal-receive's log:\n{receiver.log()}" if receiver else ""))
+
+
+class NumberedCommits:
+    """A client committing rows 1, 2, 3... one per transaction, recording each commit the server acknowledged
+    (with the time it was acknowledged), until its connection breaks."""
+
+    def __init__(self, primary: pg.Cluster):
+        self.primary = primary
+        self.acknowledged: list[tuple[int, float]] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psycopg
+        try:
+            with psycopg.connect(self.primary.conninfo, autocommit=True) as conn:
+                for number in range(1, 10_000_000):
+                    conn.execute("INSERT INTO commits VALUES (%s)", (number,))
+                    self.acknowledged.append((number, time.time()))
+        except psycopg.Error:
+            return                           # the primary was killed: what was acknowledged is recorded
+
+    def start(self) -> NumberedCommits:
+        self.thread.start()
+        return self
+
+    def wait_for(self, count: int, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while len(self.acknowledged) < count:
+            assert time.time() < deadline, f"only {len(self.acknowledged)} commits in {timeout}s"
+            assert self.thread.is_alive(), "the client stopped"
+            time.sleep(0.05)

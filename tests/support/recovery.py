@@ -24,8 +24,10 @@ class Archived:
         self.expected = expected
 
 
-def archive_after_backup(cluster_factory, repo: str, batches: int = 5, env: dict | None = None) -> Archived:
-    """A PG15 primary archiving into repo; a base backup; `batches` segments of rows after it; stopped."""
+def archive_after_backup(cluster_factory, repo: str, batches: int = 5, env: dict | None = None,
+                         rows: int = 20000) -> Archived:
+    """A PG15 primary archiving into repo; a base backup; `batches` segments of rows after it; stopped.
+    rows per segment: 20000 write about a quarter of one, 70000 fill it (as much replay as fetching)."""
     primary = cluster_factory(15, env={"WALSHIP_REPO": repo, **(env or {})})
     primary.initdb()
     primary.set_archiving()
@@ -36,8 +38,8 @@ def archive_after_backup(cluster_factory, repo: str, batches: int = 5, env: dict
     assert r.returncode == 0, r.stderr
     segments = []
     for i in range(batches):
-        first = 2000 + i * 20000
-        primary.sql(f"INSERT INTO t SELECT g, repeat('after', 40) FROM generate_series({first}, {first + 19999}) g")
+        first = 2000 + i * rows
+        primary.sql(f"INSERT INTO t SELECT g, repeat('after', 40) FROM generate_series({first}, {first + rows - 1}) g")
         segments.append(primary.switch_wal())
     primary.wait_archived(segments[-1])
     expected = tuple(primary.sql(DIGEST)[0])
@@ -104,3 +106,29 @@ def start_and_check_every_row(restored: pg.Cluster, archived: Archived) -> str:
     restored.wait_promoted()
     assert tuple(restored.sql(DIGEST)[0]) == archived.expected
     return restored.logfile.read_text(errors="replace")
+
+
+def from_pg_basebackup(primary: pg.Cluster, cluster_factory, scratch, repo_env: dict) -> pg.Cluster:
+    """A pg_basebackup copy set up for archive recovery as a service runs it: the repository is named in
+    restore_command (--repo, and --config for the other settings: S3 endpoint, key file), never in the
+    server's environment."""
+    service_env = {k: v for k, v in repo_env.items() if not k.startswith("WALSHIP_")}   # AWS_* only
+    restored = cluster_factory(primary.version, name="restored", env=service_env)
+    pg.run_as_postgres([str(primary.bin / "pg_basebackup"), "-h", str(primary.sockdir), "-p", str(primary.port),
+                        "-U", "postgres", "-D", str(restored.datadir), "-X", "none", "-c", "fast"],
+                       env=primary.env)
+    command = f"{pg.WALSHIP} wal-fetch %f %p --repo {repo_env['WALSHIP_REPO']}"
+    settings = {k[len("WALSHIP_"):].lower(): v for k, v in repo_env.items()
+                if k.startswith("WALSHIP_") and k != "WALSHIP_REPO"}
+    if settings:
+        config = write_config(scratch / "restore.toml", "".join(f'{k} = "{v}"\n' for k, v in settings.items()))
+        command += f" --config {config}"
+    restored.configure(
+        f"port = {restored.port}\nunix_socket_directories = '{restored.sockdir}'\n"
+        "archive_mode = off\n"
+        f"restore_command = '{command}'\n")
+    (restored.datadir / "recovery.signal").touch()
+    pg.chown_postgres(restored.datadir / "recovery.signal")
+    assert not any(k.startswith("WALSHIP_") for k in restored.process_env)
+    return restored
+

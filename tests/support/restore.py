@@ -138,3 +138,23 @@ def check_integrity(c: pg.Cluster) -> None:
         r = pg.run_as_postgres([str(c.bin / "pg_checksums"), "--check", "-D", str(c.datadir)], env=c.env,
                                check=False)
         assert r.returncode == 0, r.stdout + r.stderr
+
+
+def repo_keys(repo_env: dict) -> set[str]:
+    """Every object of a file repository, as keys (uploads in flight left out)."""
+    root = Path(repo_env["WALSHIP_REPO"][len("file://"):])
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".walship-tmp")}
+
+
+def stamped_production(cluster_factory, scratch, before: int = 10, after: int = 10, version: int = 15
+                       ) -> tuple[dict, pg.Cluster, list[Stamp]]:
+    """A file repository and an archiving primary with `before` stamped rows, a base backup, then `after`
+    more rows whose WAL is archived: (the repository's environment, the primary, every row's stamp)."""
+    repo_env = file_repo(scratch)
+    production = primary(cluster_factory, version, repo_env)
+    production.sql(STAMPED)
+    rows = stamp_rows(production, 1, before)
+    backup_push(production)
+    rows += stamp_rows(production, before + 1, after)
+    production.wait_archived(production.switch_wal())
+    return repo_env, production, rows

@@ -97,3 +97,23 @@ def test_every_setting_flag_is_declared_once_in_the_option_table():
     args = sub["wal-push"].parse_args(["--pool-size", "3", "--repo", "file:///r", "--terse", "x"])
     assert cli._flags(args) == {**{n: None for n in flagged}, "push_concurrency": 3, "repo": "file:///r",
                                 "log_level": "warning"}
+
+
+def test_a_restore_command_miss_imports_none_of_the_heavy_modules(tmp_path):
+    """PostgreSQL asks restore_command for about 20 history files that do not exist per restore, one process each:
+    such a call must not pay for logging, typing, OpenSSL's hashlib, tarfile or the S3 client it does not use."""
+    import subprocess
+    import sys
+
+    from walship.repo import record
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / record.RECORD_KEY).write_text(record.RepositoryRecord(
+        "a" * 32, "7311", 15, 16 << 20, "2026-12-02T05:40:00Z", "link").to_json().decode())
+    probe = ("import sys\nfrom walship.cli import main\nrc = main(['wal-fetch', '00000002.history', 'RECOVERYHISTORY'])\n"
+             "heavy = sorted({'logging', 'typing', 'hashlib', 'tarfile', 'obstore', 'argparse', 'dataclasses'}"
+             " & set(sys.modules))\nprint(rc, heavy)")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "WALSHIP_REPO": f"file://{repo}"})
+    assert r.stdout.split("\n")[0] == "1 []", (r.stdout, r.stderr)
+    assert "00000002.history is not in the archive" in r.stderr

@@ -1,8 +1,8 @@
 from walship.monitoring.checks import ArchiveThresholds, check_archive, check_backup
 from walship.monitoring.pgfacts import ArchiverFacts
-from walship.monitoring.plugin import CRITICAL, OK, UNKNOWN, WARNING
 from walship.monitoring.walarchive import Gap, WalArchive
 from walship.repo.catalog import BackupInfo
+from walship.reporting.plugin import CRITICAL, OK, UNKNOWN, WARNING
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

@@ -1,6 +1,6 @@
 import pytest
 
-from walship.monitoring.plugin import CRITICAL, OK, UNKNOWN, WARNING, CheckResult, Perf, format_age, parse_age, worst
+from walship.reporting.plugin import CRITICAL, OK, UNKNOWN, WARNING, CheckResult, Perf, format_age, parse_age, worst
 
 
 @pytest.mark.parametrize("text,seconds", [("90m", 5400), ("26h", 93600), ("2d", 172800), ("45s", 45),

@@ -2,12 +2,15 @@ import os
 
 import pytest
 
+from walship.archive import report
 from walship.archive.push import PushResult
+from walship.archive.report import after_push as archive_result
+from walship.backup import report as backup_report
+from walship.backup.report import after_push as backup_result
 from walship.config import Settings
 from walship.errors import StoreError
-from walship.monitoring import icinga, metrics, report
-from walship.monitoring.hooks import archive_result, backup_result
 from walship.repo.catalog import BackupInfo
+from walship.reporting import icinga, metrics
 
 SEG = "000000010000000000000003"
 
@@ -82,7 +85,7 @@ def test_metrics_file_keeps_both_commands_gauges(tmp_path, wal_dir, sent):
     report.archive(s, True, pushed(SEG), None, str(wal_dir / SEG))
     report.archive(s, False, [], StoreError("down"), str(wal_dir / SEG))
     b = BackupInfo("base_1", 1000.0, 1300.0, "0/2000028", "0/3000100", 1, SEG, SEG, 150000, "1", 100, 40, 300.0)
-    report.backup(s, True, b, None, 300.0)
+    backup_report.after_push(s, True, b, None, 300.0)
     values = metrics.read(s.metrics_file)
     assert values[f'walship_last_archived_info{{segment="{SEG}"}}'] == 1
     assert values["walship_archive_failures_total"] == 1

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from walship.backup.catalog import Marker
 from walship.backup.manifest import parse_lines
 from walship.errors import WalshipError
-from walship.monitoring.plugin import parse_age
 from walship.pg.walnames import parse_history, parse_lsn
+from walship.reporting.plugin import parse_age
 from walship.walecompat.backups import is_wale_name, start_point
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

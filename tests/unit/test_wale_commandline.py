@@ -47,11 +47,14 @@ def test_backup_fetch_keeps_wale_restore_options():
         ("/srv/restore", "base_000000010000000000000004_00000040", True, "spec.json")
 
 
-def test_backup_push_rate_limit_is_ignored_with_a_notice():
-    args, notices = parsed("backup-push", "--cluster-read-rate-limit", "1000000", "--while-offline", "/pgdata")
-    assert (args.pgdata, args.while_offline) == ("/pgdata", True)
-    assert notices == ["ignoring WAL-E option --cluster-read-rate-limit: walship does not rate-limit "
-                       "reading the data directory"]
+def test_backup_push_rate_limit_becomes_max_rate_in_bytes_per_second():
+    from walship.config import load_settings, parse_rate
+
+    for argv in (["--cluster-read-rate-limit", "1000000"], ["--cluster-read-rate-limit=1000000"]):
+        args, notices = parsed("backup-push", *argv, "--while-offline", "/pgdata")
+        assert (args.pgdata, args.while_offline, notices) == ("/pgdata", True, [])
+        settings = load_settings({"backup_max_rate": args.backup_max_rate}, env={})
+        assert parse_rate(settings.backup_max_rate) == 1_000_000
 
 
 def test_delete_retain_without_confirm_is_a_dry_run_like_wale():

@@ -79,3 +79,11 @@ def test_timeline_and_position_of_every_kind_of_name():
     assert position_key("000000020000000100000003") > position_key("0000000300000000000000FF")
     with pytest.raises(w.InvalidWalName):
         timeline_of("RECOVERYXLOG")
+
+
+def test_the_name_examples_hold():
+    import doctest
+
+    from walship.pg import walnames
+    failed, tried = doctest.testmod(walnames)
+    assert tried > 0 and failed == 0

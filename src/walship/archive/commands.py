@@ -25,13 +25,13 @@ def wal_push(command: str, args: Namespace, settings: Settings, store_factory: C
         spool.log_already_pushed(args.wal_path)
         return 0
     from walship.archive.push import wal_push as push
-    from walship.monitoring.hooks import archive_result
+    from walship.archive.report import after_push
     try:
         results = push(args.wal_path, settings, store_factory())
     except Exception as exc:
-        archive_result(settings, ok=False, error=exc, segment=args.wal_path)
+        after_push(settings, ok=False, error=exc, segment=args.wal_path)
         raise
-    archive_result(settings, ok=True, results=results, segment=args.wal_path)
+    after_push(settings, ok=True, results=results, segment=args.wal_path)
     return 0
 
 

@@ -1,10 +1,10 @@
 """wal-fetch: restore one WAL file for restore_command, and prefetch the next ones.
 
 Replay asks for one segment at a time; one GET per call would make recovery
-wait on the store for every 16 MiB. After serving a segment, wal-fetch starts
-one detached prefetcher (at most one runs, guarded by a lock) that downloads
-the next `fetch_prefetch` segments, verified, into pg_wal/walship_prefetch/.
-The next calls then only rename a file.
+wait on the store for every 16 MiB. During recovery the first call starts the
+prefetch queue's worker (archive/queue.py: one per data directory, living
+across calls until recovery ends), which keeps the next segments, verified,
+in pg_wal/walship_prefetch/. A call for a queued segment is one rename.
 
 Files are written to a temporary name and renamed into place, so neither
 DEST_PATH nor the prefetch directory ever holds a partial file. A segment is
@@ -21,44 +21,44 @@ through it makes the miss a gap (WalGap, an integrity error that stops recovery)
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from walship import logs, pipeline
-from walship.archive.spool import PREFETCH_NAME
+from walship.archive import queue
 from walship.errors import IntegrityError, NotInArchive, WalshipError
 from walship.pg.walnames import (
     DEFAULT_SEGMENT_SIZE,
-    PARTIAL_RE,
     Segment,
     check_name,
     format_lsn,
+    is_history,
+    is_partial,
     is_segment,
     parse_history,
-    position_key,
     timeline_of,
 )
 from walship.repo.layout import (
+    RECEIVE_PREFIX,
     WAL_PREFIX,
     WALE_WAL_PREFIX,
+    after_received_segment_key,
+    received_piece_of_key,
     wal_key,
     wal_name_of_key,
     wale_wal_key,
     wale_wal_name_of_key,
 )
 from walship.storage import ObjectNotFound, Store
-from walship.streams import process_running
 
+TYPE_CHECKING = False          # typing's own imports typing (and re) on restore_command's cold path
 if TYPE_CHECKING:
+    import mmap
+    from collections.abc import Callable, Iterable
+
     from walship.config import Settings
     from walship.crypto import Keyring
-
-_LOCK = ".lock"
-
 
 class WalGap(IntegrityError):
     """A segment is missing while WAL that recovery must reach through it is stored."""
@@ -95,17 +95,83 @@ def check_served_segment(data: bytes, name: str, pgdata: str = ".") -> None:
 
     restore_command runs in PGDATA: pg_control there names the cluster. The segment size is the
     file's own, which its header must repeat (check_segment), so a truncated file is refused too."""
+    check_served_start(data, len(data), name, pgdata)
+
+
+def check_served_start(head: bytes, size: int, name: str, pgdata: str = ".") -> None:
+    """check_served_segment for a segment of `size` bytes of which only the start (`head`, its first page at
+    least) is in memory: a cold call streams the segment to disk rather than hold 16 MiB in memory."""
     from walship.pg import walheader
 
-    size = len(data)
     if size == 0 or size & (size - 1):
         raise IntegrityError(f"archived {name} is {size} bytes, not a WAL segment size (a power of 2)",
                              "the archived object is damaged; restore it from a copy, or end recovery before it "
                              "with a recovery target")
+    whole: bytes | mmap.mmap = head
+    if len(head) != size:
+        # check_segment reads the header only; an anonymous map of the file's size costs memory only for the
+        # page written (a bytearray would zero, and so touch, all 16 MiB)
+        import mmap
+        whole = mmap.mmap(-1, size)
+        whole[:len(head)] = head
     seg = Segment.parse(name, size)
     identity = walheader.read_control_identity(pgdata)
-    walheader.check_segment(data, name, size=size, start_lsn=seg.start_lsn(size), timeline=seg.timeline,
-                            system_identifier=identity[0] if identity else None)
+    # check_segment reads the buffer with struct and len() only: the map serves as bytes there
+    walheader.check_segment(whole, name, size=size, start_lsn=seg.start_lsn(size),  # type: ignore[arg-type]
+                            timeline=seg.timeline, system_identifier=identity[0] if identity else None)
+
+
+_HEAD = 8192                     # the first WAL page, which holds the long header check_served_start reads
+
+
+def stream_segment(store: Store, name: str, dest_path: str, keyring: Keyring | None) -> int | None:
+    """Put archived segment `name` at dest_path through a temporary file, checked, without holding it in
+    memory: the bytes of the segment, or None when wal/NAME is not stored (the caller looks further).
+
+    Renamed into place only once the pipeline verified the whole object (its last check runs as the stream
+    ends) and its header is the one check_served_start wants."""
+    try:
+        chunks = store.stream(wal_key(name))
+    except ObjectNotFound:
+        return None
+    tmp = f"{dest_path}.walship-tmp.{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise _unwritable(exc, dest_path) from None
+    head = b""
+    size = 0
+    try:
+        try:
+            _meta, plain = pipeline.read(chunks, f"archived {name}", keyring)
+            for chunk in plain:
+                if len(head) < _HEAD:
+                    head += bytes(chunk[:_HEAD - len(head)])
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                size += len(chunk)
+        finally:
+            os.close(fd)
+        check_served_start(head, size, name)
+        os.replace(tmp, dest_path)
+    except ObjectNotFound:
+        _remove(tmp)
+        return None
+    except OSError as exc:
+        _remove(tmp)
+        raise _unwritable(exc, dest_path) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    return size
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def download(store: Store, name: str, keyring=None, gpg_key_id: str | None = None) -> bytes:
@@ -123,7 +189,7 @@ def download(store: Store, name: str, keyring=None, gpg_key_id: str | None = Non
 
 
 def prefetch_directory(dest_path: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(dest_path)), PREFETCH_NAME)
+    return queue.directory_for(dest_path)
 
 
 def wal_fetch(name: str, dest_path: str, settings: Settings, store_factory: Callable[[], Store],
@@ -135,35 +201,41 @@ def wal_fetch(name: str, dest_path: str, settings: Settings, store_factory: Call
     started = time.monotonic()
     pdir = prefetch_directory(dest_path)
     source = "downloaded"
-    prefetched = os.path.join(pdir, name)
-    if is_segment(name) and os.path.exists(prefetched):
-        # the prefetcher verified and checked it (check_served_segment) before renaming it there
-        try:
-            os.replace(prefetched, dest_path)
-        except OSError as exc:
-            raise _unwritable(exc, dest_path) from None
+    # the worker verified and checked it (check_served_segment) before renaming it into the queue
+    try:
+        served = is_segment(name) and settings.fetch_prefetch > 0 and queue.take(pdir, name, dest_path)
+    except OSError as exc:
+        raise _unwritable(exc, dest_path) from None
+    if served:
         size = os.path.getsize(dest_path)
         source = "prefetched"
     else:
         from walship.crypto import keyring_from_settings
         store = store_factory()
         keyring = keyring_from_settings(settings)
-        try:
-            data = download(store, name, keyring, settings.gpg_key_id)
-        except NotInArchive:
-            check_end_of_archive(store, name, keyring)
-            data = _received_partial(store, name, keyring)   # the last segment, as far as wal-receive got
-            if data is None:
-                raise
-            source = "received partial"
-        if is_segment(name):
-            check_served_segment(data, name)
-        _write_atomically(dest_path, data)
-        size = len(data)
+        streamed = stream_segment(store, name, dest_path, keyring) if is_segment(name) else None
+        if streamed is not None:
+            size = streamed
+        else:
+            try:
+                data = download(store, name, keyring, settings.gpg_key_id)
+            except NotInArchive:
+                check_end_of_archive(store, name, keyring)
+                partial = _received_partial(store, name, keyring)   # the last segment, as far as wal-receive got
+                if partial is None:
+                    raise
+                data = partial
+                source = "received partial"
+            if is_segment(name):
+                check_served_segment(data, name)
+            _write_atomically(dest_path, data)
+            size = len(data)
     logs.info("wal_fetched", f"{name} restored ({source})", segment=name, bytes=size,
               duration_s=round(time.monotonic() - started, 3))
-    if is_segment(name) and settings.fetch_prefetch > 0:
-        _start_prefetcher(name, pdir, size, settings, config_path)
+    if is_segment(name) and settings.fetch_prefetch > 0 and queue.in_recovery():
+        queue.note_position(pdir, name)
+        if not queue.worker_running(pdir):
+            _start_prefetcher(name, pdir, size, settings, config_path)
     return source
 
 
@@ -188,12 +260,10 @@ def check_end_of_archive(store: Store, name: str, keyring: Keyring | None = None
         except NotInArchive:
             return None
 
-    from walship.receive import partial as received
     for prefix, start_after, name_of in (
             (WAL_PREFIX, wal_key(name), wal_name_of_key),
             (WALE_WAL_PREFIX, wale_wal_key(name), lambda key: wale_wal_name_of_key(key) or ""),
-            (received.RECEIVE_PREFIX, received.after_segment_key(name),
-             lambda key: f"{received.segment_of_piece(key)}.partial")):
+            (RECEIVE_PREFIX, after_received_segment_key(name), _received_partial_name)):
         later = (name_of(info.key) for info in store.list(prefix, start_after=start_after))
         after = wal_after(name, later, history, segment_size)
         if after is not None:
@@ -202,6 +272,12 @@ def check_end_of_archive(store: Store, name: str, keyring: Keyring | None = None
                          f"restore {name} into the archive (from pg_wal of the origin server or a copy), or "
                          "end recovery before it with a recovery target; then start the server again")
 
+
+
+def _received_partial_name(key: str) -> str:
+    """The .partial a piece of wal-receive's stands for, or "" for a key that is no piece."""
+    piece = received_piece_of_key(key)
+    return f"{piece[0]}.partial" if piece else ""
 
 def _received_partial(store: Store, name: str, keyring: Keyring | None) -> bytes | None:
     """At the end of the archive: segment `name` as far as wal-receive stored it (receive/partial.py), zero-filled
@@ -236,7 +312,7 @@ def wal_after(missing: str, later_names: Iterable[str], history: Callable[[int],
     newest_on: dict[int, int] = {}           # a later timeline -> the highest segment number stored on it
     for other in later_names:
         full = is_segment(other)
-        if not full and not PARTIAL_RE.match(other):
+        if not full and not is_partial(other):
             continue                          # history and backup history files are no WAL to replay
         try:
             seg = Segment.parse(other, segment_size)
@@ -272,7 +348,7 @@ def forget_prefetched(name: str, dest_path: str) -> None:
     except OSError:
         return
     for entry in entries:
-        if entry != _LOCK:
+        if entry != queue.LOCK:
             try:
                 os.unlink(os.path.join(pdir, entry))
             except OSError:
@@ -289,7 +365,7 @@ def prefetcher_command(name: str, pdir: str, segment_size: int, settings: Settin
     from walship.config import OPTIONS
     for option in OPTIONS.values():
         given = settings.sources.get(option.name) == "command line" or (option.name == "repo" and settings.repo)
-        if option.takes_flag("wal-prefetch") and given:
+        if option.flag and option.takes_flag("wal-prefetch") and given:
             cmd += [option.flag, str(getattr(settings, option.name))]
     if config_path:
         cmd += ["--config", os.path.abspath(config_path)]
@@ -298,90 +374,24 @@ def prefetcher_command(name: str, pdir: str, segment_size: int, settings: Settin
 
 def _start_prefetcher(name: str, pdir: str, segment_size: int, settings: Settings,
                       config_path: str | None) -> None:
-    os.makedirs(pdir, mode=0o700, exist_ok=True)
-    _drop_older(pdir, name)
-    wanted = _wanted(name, segment_size, settings.fetch_prefetch)
-    if all(os.path.exists(os.path.join(pdir, w)) for w in wanted):
-        return
-    import subprocess  # here, not at the top: most restore_command calls start no prefetcher
+    import subprocess  # here, not at the top: most restore_command calls start no worker
 
     # Detached: PostgreSQL's system() call returns when this process exits. stderr is inherited,
-    # so whatever the prefetcher reports lands in the server log beside wal-fetch's own lines.
+    # so whatever the worker reports lands in the server log beside wal-fetch's own lines.
     try:
         subprocess.Popen(prefetcher_command(name, pdir, segment_size, settings, config_path),
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
                          close_fds=True)
     except OSError as exc:
-        logs.warning("prefetch_failed", f"could not start the prefetcher: {exc}")
+        logs.warning("prefetch_failed", f"could not start the prefetch worker: {exc}")
 
 
-def _wanted(name: str, segment_size: int, count: int) -> list[str]:
+def run_prefetcher(name: str, pdir: str, segment_size: int, settings: Settings,
+                   store_factory: Callable[[], Store]) -> int:
+    """Body of the detached `wal-prefetch` process: the prefetch queue's worker (archive/queue.py)."""
     if segment_size <= 0 or segment_size & (segment_size - 1):
         segment_size = DEFAULT_SEGMENT_SIZE
-    seg = Segment.parse(name, segment_size)
-    return [seg.next(i).name(segment_size) for i in range(1, count + 1)]
-
-
-def _drop_older(pdir: str, current: str) -> None:
-    """Prefetched segments before the one being replayed will never be asked for."""
-    try:
-        entries = os.listdir(pdir)
-    except OSError:
-        return
-    for entry in entries:
-        if is_segment(entry) and position_key(entry) <= position_key(current):
-            try:
-                os.unlink(os.path.join(pdir, entry))
-            except OSError:
-                pass
-        elif ".walship-tmp." in entry:
-            pid = entry.rsplit(".", 1)[-1]
-            if pid.isdigit() and not process_running(int(pid)):
-                try:
-                    os.unlink(os.path.join(pdir, entry))
-                except OSError:
-                    pass
-
-
-def run_prefetcher(name: str, pdir: str, segment_size: int, settings, store_factory) -> int:
-    """Body of the detached `wal-prefetch` process."""
-    os.makedirs(pdir, mode=0o700, exist_ok=True)
-    lock_fd = os.open(os.path.join(pdir, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0  # another prefetcher is running
-    try:
-        wanted = [w for w in _wanted(name, segment_size, settings.fetch_prefetch)
-                  if not os.path.exists(os.path.join(pdir, w))]
-        if not wanted:
-            return 0
-        store = store_factory()
-        from walship.crypto import keyring_from_settings
-        keyring = keyring_from_settings(settings)
-
-        def one(seg_name: str) -> bool:
-            try:
-                data = download(store, seg_name, keyring, settings.gpg_key_id)
-                # checked as wal-fetch checks what it serves: a refused file is not kept, and
-                # wal-fetch, asked for it, downloads it again and stops recovery with the reason
-                check_served_segment(data, seg_name)
-                _write_atomically(os.path.join(pdir, seg_name), data)
-            except NotInArchive:
-                return False
-            except WalshipError as exc:
-                logs.warning("prefetch_failed", f"prefetch of {seg_name} failed: {exc.one_line()}",
-                             segment=seg_name, error=exc.one_line())
-                return False
-            return True
-
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(4, len(wanted))) as pool:
-            list(pool.map(one, wanted))
-    finally:
-        os.close(lock_fd)
-    return 0
+    return queue.run_worker(name, pdir, segment_size, settings, store_factory, download, check_served_segment)
 
 
 def notice_end_of_restored_copy(name: str, dest_path: str) -> None:
@@ -393,8 +403,7 @@ def notice_end_of_restored_copy(name: str, dest_path: str) -> None:
     timeline those segments are on (the parent's, which PostgreSQL copies into the new timeline's
     history) is asked for then too, and is not the probe. A recovery started again after it was
     stopped has segments in pg_wal at startup too, and says it once more then."""
-    from walship.pg.walnames import HISTORY_RE
-    if not HISTORY_RE.match(name):
+    if not is_history(name):
         return
     try:
         replayed = [timeline_of(entry) for entry in os.listdir(os.path.dirname(os.path.abspath(dest_path)))

@@ -10,6 +10,7 @@ walship.repo.catalog. open_catalog is the one place that composes the sources.
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import MISSING, dataclass, fields
 
@@ -21,6 +22,10 @@ from walship.repo.walindex import obsolete_wal
 from walship.storage import ObjectNotFound
 
 MARKER_FORMAT = 2            # 2: files larger than a part may be stored as slices
+# an incremental backup's marker says so in "backup_type": a walship without incrementals would restore only
+# its changed blocks, so it refuses markers naming a type it does not know (older ones read format 2 markers,
+# so format stays 2 for fulls, which any walship of format 2 restores)
+INCREMENTAL_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -33,10 +38,16 @@ class Marker:
     tablespaces: dict[str, str]  # oid -> location on the backed-up host
     bad_pages: dict[str, list[int]] | None = None   # file in the backup -> blocks with a wrong checksum
     pages_checked: int | None = None                # pages whose checksum was verified
+    block_size: int | None = None                   # with block maps (every backup of this walship): the server's
+    wal_segment_size: int | None = None             # block size and WAL segment size, which a parent must share
 
     def to_json(self) -> bytes:
-        doc = {"format": MARKER_FORMAT, **self.info.as_dict(), "parts": self.parts, "files": self.files,
-               "codec": self.codec, "tablespaces": self.tablespaces}
+        incremental = self.info.backup_type != "full"
+        doc = {"format": INCREMENTAL_FORMAT if incremental else MARKER_FORMAT, **self.info.as_dict(),
+               "parts": self.parts, "files": self.files, "codec": self.codec, "tablespaces": self.tablespaces}
+        doc["chain"] = list(self.info.chain)
+        if self.block_size is not None:
+            doc.update(block_size=self.block_size, wal_segment_size=self.wal_segment_size)
         if self.pages_checked is not None:      # optional fields: absent from markers without them
             doc.update(bad_pages=self.bad_pages or {}, pages_checked=self.pages_checked)
         return json.dumps(doc, indent=1, sort_keys=True).encode()
@@ -45,16 +56,20 @@ class Marker:
     def from_json(cls, data: bytes, what: str) -> Marker:
         try:
             doc = json.loads(data)
-            if int(doc.get("format", 1)) > MARKER_FORMAT:
+            if int(doc.get("format", 1)) > INCREMENTAL_FORMAT:
                 raise WalshipError(f"{what} was written by a newer walship (backup format {doc['format']})",
                                    "upgrade walship to restore it")
             # fields added later have defaults: markers written before them still read
-            info = BackupInfo(**{f.name: doc[f.name] if f.default is MISSING else doc.get(f.name, f.default)
-                                 for f in fields(BackupInfo)})
+            values = {f.name: doc[f.name] if f.default is MISSING else doc.get(f.name, f.default)
+                      for f in fields(BackupInfo)}
+            values["chain"] = tuple(str(n) for n in values["chain"])
+            info = BackupInfo(**values)
             checked = doc.get("pages_checked")
             return cls(info, int(doc["parts"]), int(doc["files"]), str(doc["codec"]), dict(doc["tablespaces"]),
                        {str(k): [int(b) for b in v] for k, v in dict(doc.get("bad_pages") or {}).items()},
-                       int(checked) if checked is not None else None)
+                       int(checked) if checked is not None else None,
+                       int(doc["block_size"]) if doc.get("block_size") else None,
+                       int(doc["wal_segment_size"]) if doc.get("wal_segment_size") else None)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise IntegrityError(f"{what} is corrupt (not a walship completion marker)",
                                  "delete that backup with `walship delete --before`") from None
@@ -96,10 +111,14 @@ class WalshipBackups(BackupSource):
 
     def restore(self, backup: BackupInfo, dest: str, request: RestoreRequest) -> None:
         from walship.backup import fetch  # the restore writer of walship's parts
+        if backup.chain:
+            fetch.restore_incremental(self.store, backup.name, dest, request.settings, request.tablespace_map,
+                                      request.progress_mode, request.keyring)
+            return
         fetch._restore(self.store, backup.name, dest, request.settings, request.tablespace_map,
                        request.progress_mode, request.keyring)
 
-    def obsolete_keys(self, delete: list[BackupInfo], keep: list[BackupInfo]) -> list[str]:
+    def obsolete_keys(self, delete: builtins.list[BackupInfo], keep: builtins.list[BackupInfo]) -> builtins.list[str]:
         keys: list[str] = []
         for backup in (b for b in delete if b.source == self.kind):
             keys += [layout.marker_key(backup.name), layout.legacy_marker_key(backup.name)]

@@ -16,7 +16,14 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--primary", metavar="CONNINFO",
                    help="backing up a standby: the primary, where walship runs pg_switch_wal() at the end so "
                         "that the WAL ending the backup is archived at once instead of at its archive_timeout")
-    p.add_argument("--retain", type=int, help="after success, keep only the newest N backups (and their WAL)")
+    p.add_argument("--retain", type=int, help="after success, keep only the newest N backups (and their WAL), "
+                                              "and every backup they depend on")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--incremental", dest="backup_mode", action="store_const", const="incremental",
+                      help="store only the blocks changed since the newest backup (a full when there is none)")
+    kind.add_argument("--full", dest="backup_mode", action="store_const", const="full",
+                      help="a full backup, whatever full_every says")
+    kind.add_argument("--from", dest="parent", metavar="NAME", help="an incremental backup following backup NAME")
     add_setting_flags(p, "backup-push")
     p.add_argument("--while-offline", action="store_true", help="back up a stopped cluster")
     p.add_argument("--progress", choices=["auto", "bar", "line", "none"], default="auto")

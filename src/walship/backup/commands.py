@@ -20,23 +20,25 @@ def run(command: str, args, settings, store_factory) -> int:
 
 
 def _push(args, settings, store) -> int:
+    from walship.backup import priority, report
     from walship.backup.push import backup_push
-    from walship.monitoring.hooks import backup_result
     from walship.repo.lock import RepositoryLock
 
     if args.while_offline:
         raise ConfigError("backup-push --while-offline is not supported", "start the cluster and take a hot backup")
     retain = args.retain if args.retain is not None else settings.retain
+    priority.lower(settings.backup_low_priority)    # before the part workers start: each thread inherits it
     started = time.monotonic()
     try:
         # the lock keeps delete from removing WAL this backup needs while it runs; backup-push takes it
         # only once it knows the repository is its cluster's and WAL reaches it
         info = backup_push(args.pgdata, settings, store, lock=lambda: RepositoryLock(store, "backup-push"),
-                           conninfo=args.pg, primary=args.primary, progress_mode=args.progress)
+                           conninfo=args.pg, primary=args.primary, progress_mode=args.progress,
+                           mode="incremental" if args.parent else (args.backup_mode or "auto"), from_name=args.parent)
     except BaseException as exc:
-        backup_result(settings, ok=False, error=exc, duration_s=round(time.monotonic() - started, 3))
+        report.after_push(settings, ok=False, error=exc, duration_s=round(time.monotonic() - started, 3))
         raise
-    backup_result(settings, ok=True, backup=info, duration_s=info.duration_s)
+    report.after_push(settings, ok=True, backup=info, duration_s=info.duration_s)
     if retain:                                  # the backup succeeded whatever happens here
         with RepositoryLock(store, "delete"):
             _apply_retention(store, retain, None, dry_run=False)
@@ -47,17 +49,20 @@ def _list(args, settings, store) -> int:
     from walship.backup.catalog import list_backups
 
     backups = list_backups(store)
+    stored = {b.name: b.stored_size for b in backups}
+    chain_stored = {b.name: b.stored_size + sum(stored.get(n, 0) for n in b.chain) for b in backups}
     if args.json:
-        print(json.dumps([b.as_dict() for b in backups], indent=2))
+        print(json.dumps([{**b.as_dict(), "chain_depth": len(b.chain), "chain_stored_size": chain_stored[b.name]}
+                          for b in backups], indent=2))
         return 0
     if not backups:
         print(f"no complete backup in {store.url}")
         return 0
-    columns = ("name", "start", "stop", "start_lsn", "stop_lsn", "tli", "pg", "system_id", "size", "stored",
-               "duration")
-    rows = [(b.name, _utc(b.start_time), _utc(b.stop_time), b.start_lsn, b.stop_lsn, str(b.timeline),
-             str(b.pg_version), b.system_identifier or "-", _size(b.size), _size(b.stored_size),
-             f"{b.duration_s:.0f}s") for b in backups]
+    columns = ("name", "type", "parent", "depth", "start", "stop", "start_lsn", "stop_lsn", "tli", "pg", "system_id",
+               "size", "stored", "chain_stored", "duration")
+    rows = [(b.name, b.backup_type, b.parent or "-", str(len(b.chain)), _utc(b.start_time), _utc(b.stop_time),
+             b.start_lsn, b.stop_lsn, str(b.timeline), str(b.pg_version), b.system_identifier or "-", _size(b.size),
+             _size(b.stored_size), _size(chain_stored[b.name]), f"{b.duration_s:.0f}s") for b in backups]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     for row in (columns, *rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

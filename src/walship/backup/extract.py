@@ -23,8 +23,8 @@ from walship.errors import IntegrityError
 from walship.restorefs import RestoreWriter, safe_relative
 
 
-def check_member(member: Member, expected: ManifestEntry | None, what: str) -> str:
-    """The name of a member that is safe and is the manifest's next entry; IntegrityError otherwise."""
+def check_member(member: Member, expected: ManifestEntry | None, what: str) -> tuple[str, ManifestEntry]:
+    """(name, entry) of a member that is safe and is the manifest's next entry; IntegrityError otherwise."""
     name = safe_relative(member.name, what)
     if member.kind not in ("file", "dir", "link"):
         raise IntegrityError(f"{what} holds {name!r}, which is not a file, directory or tablespace link",
@@ -33,7 +33,7 @@ def check_member(member: Member, expected: ManifestEntry | None, what: str) -> s
         raise IntegrityError(f"{what}: member {name!r} does not match its manifest "
                              f"(expected {expected.path if expected else 'the end of the part'!r})",
                              "the backup is corrupt; restore another one")
-    return name
+    return name, expected
 
 
 def walk_part(chunks: Iterable[bytes], manifest: Iterator[ManifestEntry], what: str, handle) -> None:
@@ -68,8 +68,8 @@ def verify_part(chunks: Iterable[bytes], manifest: Iterator[ManifestEntry], what
     Slices of large files go to `slices`, whose check_complete the caller runs once all parts are read."""
     counts = [0, 0]
 
-    def check(reader: TarReader, member: Member, expected: ManifestEntry | None) -> None:
-        name = check_member(member, expected, what)
+    def check(reader: TarReader, member: Member, listed: ManifestEntry | None) -> None:
+        name, expected = check_member(member, listed, what)
         if member.kind != "file":
             return
         if expected.offset is not None:
@@ -95,11 +95,12 @@ class Destination:
     def extract_part(self, chunks: Iterable[bytes], manifest: Iterator[ManifestEntry], what: str,
                      progress=None) -> None:
         walk_part(chunks, manifest, what,
-                  lambda reader, member, expected: self._member(reader, member, expected, what, progress))
+                  lambda reader, member, expected: self.member(reader, member, expected, what, progress))
 
-    def _member(self, reader: TarReader, member: Member, expected: ManifestEntry | None, what: str,
-                progress) -> None:
-        name = check_member(member, expected, what)
+    def member(self, reader: TarReader, member: Member, listed: ManifestEntry | None, what: str,
+               progress) -> None:
+        """Write one member (checked against its manifest line) into the destination."""
+        name, expected = check_member(member, listed, what)
         if member.kind == "link":
             if name not in self.writer.tablespace_links:
                 raise IntegrityError(f"{what} holds a symbolic link {name!r} that is not a tablespace of this restore",

@@ -144,14 +144,14 @@ def _timeline_path(archive: timelines.Archive, backup: BackupInfo, requested: st
 def _check_within_archive(target: recovery.Target, end: timelines.ArchiveEnd, followed: int) -> None:
     hint = ("wait until that WAL is archived or choose an earlier target; to restore anyway while WAL is still "
             "being archived, add --target-beyond-archive")
-    if target.kind == "lsn" and (end.lsn is None or target.lsn_value > end.lsn):
+    if target.kind == "lsn" and (end.lsn is None or (target.lsn_value or 0) > end.lsn):
         held = f"its newest segment {end.segment} ends at {walnames.format_lsn(end.lsn)}" if end.lsn else "none"
         raise ConfigError(f"the target LSN {target.lsn} is beyond the archived WAL on timeline {followed} "
                           f"({held})", hint)
-    if target.kind == "time" and (end.mtime is None or target.moment.timestamp() > end.mtime + ARCHIVE_TIME_SLACK_S):
+    if target.kind == "time" and (end.mtime is None or target.moment_value.timestamp() > end.mtime + ARCHIVE_TIME_SLACK_S):
         held = (f"its newest segment {end.segment} was archived at {utc_text(end.mtime)}"
                 if end.mtime is not None else "none")
-        raise ConfigError(f"the target time {recovery.pg_timestamp(target.moment)} is after the archived WAL on "
+        raise ConfigError(f"the target time {recovery.pg_timestamp(target.moment_value)} is after the archived WAL on "
                           f"timeline {followed} ({held})", hint)
 
 
@@ -297,6 +297,25 @@ def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progr
             except BaseException:
                 pool.shutdown(cancel_futures=True)     # a failed part fails the restore: start no other
                 raise
+        _rewrite_tablespace_map(dest, links)
+        destination.finish(f"backup {name} in {store.url}")
+        bar.close()
+    except OSError as exc:
+        raise disk_error(exc, dest) from None
+
+
+def restore_incremental(store, name: str, dest: str, settings, remap: dict[str, str], progress_mode: str,
+                        keyring) -> None:
+    """An incremental backup: every part of its chain in one pass (backup/incremental.py), then as _restore."""
+    from walship.backup.incremental import ChainReader
+    marker = catalog.read_marker(store, name)
+    try:
+        os.makedirs(dest, mode=0o700, exist_ok=True)
+        os.chmod(dest, 0o700)
+        links = _make_tablespace_links(dest, marker.tablespaces, remap)
+        destination = Destination(dest, links)
+        bar = progress.make(progress_mode, f"restore {name}", marker.info.size)
+        ChainReader(store, marker, keyring, destination, bar).run(settings.backup_concurrency)
         _rewrite_tablespace_map(dest, links)
         destination.finish(f"backup {name} in {store.url}")
         bar.close()

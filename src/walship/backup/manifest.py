@@ -10,6 +10,10 @@ A file larger than a part is stored as slices, one per part: each slice's line
 also holds its offset in the file and the file's whole size, and its size and
 SHA-256 are those of the slice; a restore writes the slices in parallel and
 checks that they cover the file exactly (SliceTracker).
+
+An incremental backup stores a relation file as pieces: members of at most
+PIECE bytes holding only the blocks it stores, each line listing them as
+`blocks` runs [first, count] and the file's size as read (backup/incremental.py).
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ class ManifestEntry:
     sha256: str = ""
     target: str = ""
     offset: int | None = None  # a slice of a larger file: where it starts
-    file_size: int = 0         # ... and the whole file's size
+    file_size: int = 0         # ... and the whole file's size (also of an incremental's piece)
+    blocks: tuple[tuple[int, int], ...] | None = None   # an incremental's piece: (first block, count) runs stored
+    piece: int = 0             # ... its number among the file's pieces (0: the first)
 
     @property
     def starts_file(self) -> bool:
         """Whether this line counts as a file of the backup (a whole file or a file's first slice)."""
-        return self.type == "file" and not self.offset
+        return self.type == "file" and not self.offset and not self.piece
 
     def line(self) -> bytes:
         doc: dict = {"path": self.path, "type": self.type, "mode": self.mode, "mtime": self.mtime}
@@ -49,6 +55,11 @@ class ManifestEntry:
         if self.offset is not None:
             doc["offset"] = self.offset
             doc["file_size"] = self.file_size
+        if self.blocks is not None:
+            doc["blocks"] = [list(run) for run in self.blocks]
+            doc["file_size"] = self.file_size
+            if self.piece:
+                doc["piece"] = self.piece
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
@@ -70,7 +81,9 @@ def _parse(line: bytes, name: str) -> ManifestEntry:
         return ManifestEntry(path=doc["path"], type=doc["type"], mode=int(doc["mode"]), mtime=float(doc["mtime"]),
                              size=int(doc.get("size", 0)), sha256=doc.get("sha256", ""), target=doc.get("target", ""),
                              offset=int(doc["offset"]) if "offset" in doc else None,
-                             file_size=int(doc.get("file_size", 0)))
+                             file_size=int(doc.get("file_size", 0)),
+                             blocks=tuple((int(a), int(b)) for a, b in doc["blocks"]) if "blocks" in doc else None,
+                             piece=int(doc.get("piece", 0)))
     except (ValueError, KeyError, TypeError):
         raise IntegrityError(f"{name} is corrupt: a line is not a manifest entry",
                              "the backup cannot be verified; restore another one") from None
@@ -84,7 +97,7 @@ class SliceTracker:
         self._lock = threading.Lock()
 
     def add(self, entry: ManifestEntry, what: str) -> None:
-        if entry.offset < 0 or entry.offset + entry.size > entry.file_size or entry.size <= 0:
+        if entry.offset is None or entry.offset < 0 or entry.offset + entry.size > entry.file_size or entry.size <= 0:
             raise IntegrityError(f"{what}: slice of {entry.path} at {entry.offset} lies outside the file",
                                  "the backup is corrupt; restore another one")
         with self._lock:

@@ -35,6 +35,7 @@ later restored by several workers.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -45,10 +46,10 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from walship import logs, pipeline
-from walship.backup import progress, tarstream, walk
-from walship.backup.catalog import Marker, write_marker
+from walship.backup import blockmap, incremental, progress, tarstream, throttle, walk
+from walship.backup.catalog import Marker, open_catalog, write_marker
 from walship.backup.manifest import ManifestEntry
-from walship.crypto import keyring_for_writing
+from walship.crypto import keyring_for_writing, keyring_from_settings
 from walship.errors import PostgresError, WalshipError
 from walship.pg import backup_api, versions, walnames
 from walship.pg.conn import connect
@@ -67,7 +68,17 @@ STANDBY_WAL_WAIT_S = 600.0     # a standby's last segment comes at the primary's
 PREFLIGHT_WAIT_S = 20.0        # a switched segment reaches a working archive in about a second
 ARCHIVER_RETRIES = 3           # PostgreSQL's archiver tries a segment 3 times, then sleeps 60 s
 STILL_WAITING_EVERY_S = 10.0   # a log line while walship waits for the stop segment
-POLL_S = 0.5
+POLL_S = 0.5                   # the longest wait between two looks for a segment in the repository
+FIRST_POLL_S = 0.05            # the first: a working archive stores a segment in about 0.1-0.3 s
+
+
+def _polls() -> Iterator[float]:
+    """The waits between looks for a segment: short at first, since it usually arrives within a second,
+    then POLL_S (each look is a request to the store)."""
+    delay = FIRST_POLL_S
+    while True:
+        yield delay
+        delay = min(POLL_S, delay * 2)
 
 
 class PartStats:
@@ -77,18 +88,25 @@ class PartStats:
         self.size = 0          # file bytes read
         self.stored = 0        # bytes written to the repository
         self.files = 0         # files (a sliced file counts once)
+        self.blocks_held = 0   # blocks of relation files
+        self.blocks_read = 0   # of those, read from the data directory (fewer with WAL summaries)
         self._lock = threading.Lock()
 
-    def add(self, size: int, stored: int, files: int) -> None:
+    def add(self, size: int, stored: int, files: int, blocks: tarstream.BlockContext | None = None) -> None:
         with self._lock:
             self.size += size
             self.stored += stored
             self.files += files
+            if blocks is not None:
+                self.blocks_held += blocks.blocks_held
+                self.blocks_read += blocks.blocks_read
 
 
 def backup_push(pgdata: str, settings, store, lock: Callable[[], RepositoryLock], conninfo: str | None = None,
-                progress_mode: str = "auto", primary: str | None = None) -> BackupInfo:
-    """Take the backup, holding lock() from before pg_backup_start to after the completion marker."""
+                progress_mode: str = "auto", primary: str | None = None, mode: str = "auto",
+                from_name: str | None = None) -> BackupInfo:
+    """Take the backup, holding lock() from before pg_backup_start to after the completion marker.
+    mode: "full", "incremental" or "auto" (the settings decide), from_name: the parent (incremental.py)."""
     walk.check_data_directory(pgdata)
     with connect(conninfo, application_name="walship backup-push") as conn:
         facts = backup_api.server_facts(conn)
@@ -108,15 +126,17 @@ def backup_push(pgdata: str, settings, store, lock: Callable[[], RepositoryLock]
             _check_archiving(conn, store, "this server")
         pages = _page_check_wanted(conn, settings)
         with lock() as held:
-            return _push_locked(conn, facts, pgdata, settings, store, progress_mode, held, primary, pages)
+            return _push_locked(conn, facts, pgdata, settings, store, progress_mode, held, primary, pages, mode,
+                                from_name)
 
 
 def _push_locked(conn, facts: backup_api.ServerFacts, pgdata: str, settings, store, progress_mode: str,
                  held: RepositoryLock, primary: str | None,
-                 pages: backup_api.PageLayout | None) -> BackupInfo:
+                 pages: backup_api.PageLayout | None, mode: str = "auto", from_name: str | None = None) -> BackupInfo:
     """From pg_backup_start to the completion marker; held.check() may raise to keep it unmarked."""
     started = time.time()
     start = backup_api.start_backup(conn, facts.version, f"walship {_utc(started, '%Y-%m-%dT%H:%M:%SZ')}")
+    facts = dataclasses.replace(facts, timeline=backup_api.backup_timeline(conn))
     start_wal = walnames.segment_name_of(walnames.parse_lsn(start.lsn), facts.timeline, facts.wal_segment_size)
     name = f"base_{_utc(started, '%Y%m%dT%H%M%SZ')}_{start_wal}"
     try:
@@ -129,35 +149,66 @@ def _push_locked(conn, facts: backup_api.ServerFacts, pgdata: str, settings, sto
         page_check = PageCheck(walnames.parse_lsn(start.lsn), pages.blocks_per_segment)
     try:
         remove_leftovers(store, time.time(), keep=name)
+        block_size = backup_api.page_layout(conn).block_size
+        # chosen under the lock: delete cannot remove the parent while this backup reads it
+        parent = incremental.choose_parent(open_catalog(store).list(), store, settings, mode, from_name, facts,
+                                           block_size, keyring_from_settings(settings))
+        reads = None
+        if parent is not None:
+            reads = incremental.plan_reads(conn, facts, parent, start.lsn, block_size,
+                                           backup_api.page_layout(conn).blocks_per_segment, store,
+                                           keyring_from_settings(settings))
+            if reads.changes is None:
+                logs.info("incremental_whole_files", f"backup {name} reads whole relation files: {reads.why}",
+                          backup=name)
         info = _take(conn, facts, pgdata, name, started, settings, store, progress_mode, held.check,
-                     primary, page_check)
+                     primary, page_check, parent, block_size, reads)
     except BaseException:
         heartbeat.stop()                 # first: a last beat must not re-announce what is removed
         _remove_unfinished(store, name)
         raise
     heartbeat.stop()
-    logs.info("backup_pushed", f"backup {name} complete", backup=name, bytes=info.size,
-              stored_bytes=info.stored_size, duration_s=info.duration_s,
-              page_checksum_failures=info.page_checksum_failures)
+    kind = f"incremental (parent {info.parent})" if info.parent else "full"
+    read = ""
+    if info.blocks_held is not None:
+        how = " (WAL summaries)" if info.wal_summaries else " (whole files)" if info.parent else ""
+        read = f", read {info.blocks_read:,} of {info.blocks_held:,} relation blocks{how}"
+    logs.info("backup_pushed", f"backup {name} complete: {kind}{read}", backup=name, bytes=info.size,
+              parent=info.parent, stored_bytes=info.stored_size, duration_s=info.duration_s,
+              page_checksum_failures=info.page_checksum_failures, blocks_read=info.blocks_read,
+              blocks_held=info.blocks_held, wal_summaries=info.wal_summaries)
     return info
 
 
 def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: float, settings, store,
           progress_mode: str, before_marker: Callable[[], None], primary: str | None,
-          page_check: PageCheck | None) -> BackupInfo:
+          page_check: PageCheck | None, parent: incremental.Parent | None = None,
+          block_size: int | None = None, reads: incremental.Reads | None = None) -> BackupInfo:
     """Copy the files, stop the backup, and mark it complete once its last WAL segment is archived."""
     bar = progress.make(progress_mode, f"backup {name}", backup_api.database_size(conn))
-    uploader = _Uploader(store, name, settings, bar, page_check.reader if page_check else None)
+    uploader = _Uploader(store, name, settings, bar, page_check.reader if page_check else None,
+                         own=len(parent.chain) if parent else 0, incremental=parent is not None)
     tablespaces = walk.tablespaces(pgdata)
-    parts = uploader.upload_all(tarstream.plan_parts(walk.walk(pgdata), settings.backup_part_size, MAX_MEMBERS))
+    entries: Iterable[walk.Entry] = walk.walk(pgdata)
+    part_size = settings.backup_part_size
+    if parent is not None:
+        entries = incremental.join(entries, blockmap.ChainMaps(store, list(parent.chain), keyring_from_settings(settings)),
+                                   reads.changes if reads is not None else None)
+        part_size *= incremental.READ_FACTOR
+    parts = uploader.upload_all(tarstream.plan_parts(entries, part_size, MAX_MEMBERS))
     stop = backup_api.stop_backup(conn, facts.version)
     next_xid = backup_api.next_xid(conn, facts.version)     # lets backup-fetch choose a backup for an xid target
     uploader.upload_labels(parts, stop)
+    index_stored = blockmap.write_index(store, name, uploader.map_index, settings.compression, uploader.keyring)
     bar.close()
     if page_check is not None:
         page_check.finish()
         page_check.report(name)
     start_lsn, start_wal = backup_api.label_start(stop.backup_label)
+    if not name.endswith(start_wal):
+        # the name, the parent's choice and the timeline all came from the start; PostgreSQL's label is the truth
+        raise PostgresError(f"backup {name} does not start where PostgreSQL says it does ({start_wal}): the server "
+                            "changed timeline while the backup started", "take the backup again")
     # the segment holding the last byte before the stop point (pg_backup_stop's own wait stops there too)
     stop_wal = walnames.segment_name_before(walnames.parse_lsn(stop.lsn), walnames.timeline_of(start_wal),
                                             facts.wal_segment_size)
@@ -174,12 +225,17 @@ def _take(conn, facts: backup_api.ServerFacts, pgdata: str, name: str, started: 
     info = BackupInfo(name=name, start_time=started, stop_time=stopped, start_lsn=start_lsn, stop_lsn=stop.lsn,
                       timeline=facts.timeline, start_wal=start_wal, stop_wal=stop_wal, pg_version=facts.version,
                       system_identifier=facts.system_identifier, size=uploader.stats.size,
-                      stored_size=uploader.stats.stored, duration_s=round(stopped - started, 3), next_xid=next_xid,
-                      page_checksum_failures=page_check.failures if page_check else None)
+                      stored_size=uploader.stats.stored + index_stored, duration_s=round(stopped - started, 3),
+                      next_xid=next_xid, page_checksum_failures=page_check.failures if page_check else None,
+                      backup_type="incremental" if parent else "full", parent=parent.info.name if parent else None,
+                      chain=parent.chain if parent else (), blocks_read=uploader.stats.blocks_read,
+                      blocks_held=uploader.stats.blocks_held,
+                      wal_summaries=(reads.changes is not None) if reads is not None else None)
     marker = Marker(info, parts + 1, uploader.stats.files, settings.compression,
                     {t.oid: t.location for t in tablespaces},
                     bad_pages={n: sorted(b) for n, b in page_check.bad.items()} if page_check else None,
-                    pages_checked=page_check.pages_checked if page_check else None)
+                    pages_checked=page_check.pages_checked if page_check else None,
+                    block_size=block_size, wal_segment_size=facts.wal_segment_size)
     before_marker()
     write_marker(store, name, marker)
     return info
@@ -214,6 +270,7 @@ def _check_archiving(conn, store, where: str) -> None:
         _check_archived_so_far(status, store)
         return
     deadline = time.monotonic() + PREFLIGHT_WAIT_S
+    polls = _polls()
     while not store.exists(wal_key(segment)):
         now = backup_api.archiver_status(conn)
         if _archiver_stuck(status, now) or time.monotonic() > deadline:
@@ -225,7 +282,7 @@ def _check_archiving(conn, store, where: str) -> None:
             logs.info("backup_archiving_behind", f"the archiver is still storing WAL before {segment} "
                       f"(last archived {now.last_archived_wal}); it reaches {store.url}", segment=segment)
             return
-        time.sleep(POLL_S)
+        time.sleep(next(polls))
 
 
 def _check_archived_so_far(status: backup_api.ArchiverStatus, store) -> None:
@@ -250,6 +307,7 @@ def _wait_for_stop_segment(conn, store, segment: str) -> None:
     first = backup_api.archiver_status(conn)
     progress_at, archived = began, first.archived_count
     next_note = began + STILL_WAITING_EVERY_S
+    polls = _polls()
     while not store.exists(wal_key(segment)):
         now_status = backup_api.archiver_status(conn)
         now = time.monotonic()
@@ -265,7 +323,7 @@ def _wait_for_stop_segment(conn, store, segment: str) -> None:
             logs.info("backup_waiting", f"still waiting for {segment}, which ends the backup, to reach {store.url} "
                       f"({now - began:.0f} s; {now_status.describe()})", segment=segment)
             next_note = now + STILL_WAITING_EVERY_S
-        time.sleep(POLL_S)
+        time.sleep(next(polls))
 
 
 def _archiver_stuck(before: backup_api.ArchiverStatus, now: backup_api.ArchiverStatus) -> bool:
@@ -353,8 +411,12 @@ class _Uploader:
     """Uploads parts in parallel, at most backup_concurrency in flight."""
 
     def __init__(self, store, name: str, settings, bar,
-                 inspect: Callable[[str, str, int, int], tarstream.Reader | None] | None = None):
+                 inspect: Callable[[str, str, int, int], tarstream.Reader | None] | None = None,
+                 own: int = 0, incremental: bool = False):
         self.store = store
+        self.own, self.incremental = own, incremental     # relation files mapped (blockmap) as this chain's backup #own
+        self.map_index: list[dict] = []
+        self._index_lock = threading.Lock()
         self.inspect = inspect              # sees every file's blocks as they are read (page checksums)
         self.name = name
         self.codec = settings.compression
@@ -363,8 +425,9 @@ class _Uploader:
         self.concurrency = settings.backup_concurrency
         self.bar = bar
         self.stats = PartStats()
+        self.limit = throttle.from_settings(settings)   # backup_max_rate: shared by the workers
 
-    def upload_all(self, plans: Iterable[list[walk.Entry]]) -> int:
+    def upload_all(self, plans: Iterable[list[walk.Entry | tarstream.Slice]]) -> int:
         """Upload every part; the number of parts."""
         count = 0
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="backup-part") as pool:
@@ -375,8 +438,11 @@ class _Uploader:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
                             future.result()
+                    maps = blockmap.PartMaps()
+                    blocks = tarstream.BlockContext(maps, self.own, self.incremental)
                     pending.add(pool.submit(self._upload, number,
-                                            partial(tarstream.tar_chunks, plan, inspect=self.inspect)))
+                                            partial(tarstream.tar_chunks, plan, inspect=self.inspect, blocks=blocks),
+                                            maps, blocks))
                     count = number + 1
                 for future in pending:
                     future.result()
@@ -396,15 +462,25 @@ class _Uploader:
             yield tarstream.END_OF_ARCHIVE
         self._upload(number, chunks)
 
-    def _upload(self, number: int, make_chunks) -> None:
+    def _upload(self, number: int, make_chunks, maps: blockmap.PartMaps | None = None,
+                blocks: tarstream.BlockContext | None = None) -> None:
         manifest = _ManifestWriter(self.codec, self.level, self.keyring, backup=self.name, part=number)
         stored = pipeline.Tally()
         tar = pipeline.count(make_chunks(manifest.add), self.bar.advance)
+        if self.limit is not None:
+            tar = self.limit.throttled(tar)
         body = pipeline.write(tar, self.codec, self.level, self.keyring, backup=self.name, part=number)
         self.store.put(part_key(self.name, number), pipeline.count(body, stored.add))
         manifest_blob = manifest.finish()
         self.store.put(part_manifest_key(self.name, number), manifest_blob)
-        self.stats.add(manifest.file_bytes, stored.total + len(manifest_blob), manifest.files)
+        maps_stored = 0
+        if maps is not None:
+            maps_stored = maps.store(self.store, self.name, number, self.codec, self.level, self.keyring)
+            entry = maps.index_entry(number)
+            if entry is not None:
+                with self._index_lock:
+                    self.map_index.append(entry)
+        self.stats.add(manifest.file_bytes, stored.total + len(manifest_blob) + maps_stored, manifest.files, blocks)
 
 
 class _ManifestWriter:
@@ -420,7 +496,8 @@ class _ManifestWriter:
     def add(self, entry: ManifestEntry) -> None:
         self.lines.append(entry.line())
         self.files += entry.starts_file
-        self.file_bytes += entry.size
+        # the data directory's bytes: a piece of an incremental counts its file once, by its first piece
+        self.file_bytes += entry.size if entry.blocks is None else entry.file_size if not entry.piece else 0
 
     def finish(self) -> bytes:
         return b"".join(pipeline.write(self.lines, self.codec_name, self.level, self.keyring, **self.meta))

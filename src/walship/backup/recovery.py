@@ -138,6 +138,13 @@ class Target:
         return parse_target_time(self.time) if self.time is not None else None
 
     @property
+    def moment_value(self) -> datetime.datetime:
+        """The target time of a time target (and only of one)."""
+        moment = self.moment
+        assert moment is not None, "not a time target"
+        return moment
+
+    @property
     def lsn_value(self) -> int | None:
         return walnames.parse_lsn(self.lsn) if self.lsn is not None else None
 
@@ -158,7 +165,7 @@ class Target:
             return "none: replay every archived WAL file, then end recovery"
         if kind == "immediate":
             return "immediate: stop as soon as the backup is consistent"
-        value = pg_timestamp(self.moment) if kind == "time" else getattr(self, kind)
+        value = pg_timestamp(self.moment_value) if kind == "time" else getattr(self, kind)
         return f"{kind} {value} ({'exclusive: stop just before it' if self.exclusive else 'inclusive'})"
 
     def settings(self, timeline: int | None = None) -> list[tuple[str, str]]:
@@ -166,7 +173,7 @@ class Target:
         self.check()
         chosen: list[tuple[str, str]] = []
         if self.time is not None:
-            chosen.append(("recovery_target_time", pg_timestamp(self.moment)))
+            chosen.append(("recovery_target_time", pg_timestamp(self.moment_value)))
         if self.lsn is not None:
             chosen.append(("recovery_target_lsn", self.lsn.strip().upper()))
         if self.xid is not None:

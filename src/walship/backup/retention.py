@@ -4,6 +4,9 @@ The choice is walship's, over the backups of both kinds, oldest first; WAL-E's
 backups take part in it only with --include-wal-e. Without it they are all kept,
 no WAL-E object is deleted, and the wal/ they may need is kept too (a WAL-E
 backup taken before the switch to walship replays walship's WAL after its own).
+--retain N keeps the newest N backups (full or incremental: N restorable points)
+and, beyond them, every backup a kept incremental depends on (its chain, back to
+its full); --before likewise never deletes a backup a kept one needs.
 What goes, per source (BackupSource.obsolete_keys): the deleted backups' objects,
 completion marker first, and the WAL before the start segment of the oldest kept
 backup, on every timeline; timeline history files are always kept. A backup
@@ -36,9 +39,13 @@ def choose(backups: list[BackupInfo], retain: int | None = None, before: str | N
             raise ConfigError("--retain must be at least 1", "walship always keeps the newest backup")
         cut = max(len(backups) - retain, 0)
     else:
+        assert before is not None
         cut = _index_before(backups, before)
     cut = min(cut, max(len(backups) - 1, 0))
-    return Plan(delete=backups[:cut], keep=backups[cut:])
+    # what a kept incremental backup depends on stays: --retain N counts restorable points, not chains
+    needed = {name for b in backups[cut:] for name in b.chain}
+    return Plan(delete=[b for b in backups[:cut] if b.name not in needed],
+                keep=[b for b in backups if b.name in needed or b in backups[cut:]])
 
 
 def _index_before(backups: list[BackupInfo], before: str) -> int:

@@ -133,6 +133,7 @@ class Archive:
         branch point): the repository holds two histories, and the operator should know which one he gets."""
         notes = []
         for step in chain[:-1]:
+            assert step.end is not None            # every ancestor ends where the next timeline branched
             branch_segment = (step.end - 1) // self.segment_size
             later = [n for n in self.segments.get(step.timeline, {}) if n > branch_segment]
             if later:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from walship.monitoring.plugin import CRITICAL, OK, UNKNOWN, WARNING, CheckResult, Perf, format_age, format_bytes, worst
+from walship.reporting.plugin import CRITICAL, OK, UNKNOWN, WARNING, CheckResult, Perf, format_age, format_bytes, worst
 
 
 def _utc(ts: float) -> str:

@@ -42,7 +42,7 @@ def add_parsers(sub, common) -> None:
 
     for parser in (check, kinds.choices["backup"], kinds.choices["archive"], kinds.choices["receive"]):
         parser.set_defaults(handler=HANDLER, plugin=True)
-        parser.error = _plugin_usage_error   # type: ignore[method-assign]
+        parser.error = _plugin_usage_error
     sub.choices["status"].set_defaults(handler=HANDLER)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from walship.errors import WalshipError
-from walship.monitoring.plugin import UNKNOWN, CheckResult, parse_age
+from walship.reporting.plugin import UNKNOWN, CheckResult, parse_age
 
 if TYPE_CHECKING:
     from walship.config import Settings
@@ -104,15 +104,14 @@ def _check_archive(args, settings, store_factory) -> CheckResult:
 def _load_archive(settings: Settings, store_factory: Callable[[], Store]) -> tuple[WalArchive, str | None]:
     """The WAL archive (segment size and timelines from the repository, as `status` reads them) and the
     start segment of the oldest kept backup (None without backups)."""
-    from walship.backup.catalog import list_backups
     from walship.crypto import keyring_from_settings
     from walship.monitoring import walarchive
 
     store = store_factory()
     try:
-        backups = list_backups(store)
+        archive, backups = walarchive.load_with_backups(store, keyring_from_settings(settings))
         oldest = min(backups, key=lambda b: b.start_time) if backups else None
-        return walarchive.load(store, keyring_from_settings(settings)), (oldest.start_wal if oldest else None)
+        return archive, (oldest.start_wal if oldest else None)
     finally:
         store.close()
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from walship.monitoring.plugin import CRITICAL, OK, UNKNOWN, WARNING, CheckResult, Perf
 from walship.repo.layout import wal_key
+from walship.reporting.plugin import CRITICAL, OK, UNKNOWN, WARNING, CheckResult, Perf
 
 
 def check_end_to_end(store, conninfo: str | None, timeout_s: float) -> CheckResult:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 
-from walship.monitoring.plugin import CRITICAL, OK, WARNING, CheckResult, Perf, format_age, format_bytes, worst
+from walship.reporting.plugin import CRITICAL, OK, WARNING, CheckResult, Perf, format_age, format_bytes, worst
 from walship.storage import Store
 
 
 def newest_store_time(store: Store) -> float | None:
     """When wal-receive last stored something: the newest piece under receive/ (pieces of complete segments are
     deleted once the segment is stored: an empty receive/ then says nothing, and None is returned)."""
-    from walship.receive.partial import RECEIVE_PREFIX
+    from walship.repo.layout import RECEIVE_PREFIX
     newest = None
     for info in store.list(RECEIVE_PREFIX):
         newest = info.mtime if newest is None else max(newest, info.mtime)
@@ -48,9 +48,9 @@ def check_receive(seen: tuple[str, str, int, float | None] | None, last_store: f
 
 
 def run_check(args, settings, store_factory) -> CheckResult:
-    from walship.monitoring.plugin import parse_age
     from walship.pg.conn import connect
     from walship.pg.replication import receiver_on_server
+    from walship.reporting.plugin import parse_age
 
     application_name = args.application_name or settings.receive_application_name
     with connect(args.pg, application_name="walship-check") as conn:
@@ -63,3 +63,78 @@ def run_check(args, settings, store_factory) -> CheckResult:
     return check_receive(seen, last_store, time.time(), lag_warning=args.lag_warning, lag_critical=args.lag_critical,
                          age_warning_s=parse_age(args.age_warning), age_critical_s=parse_age(args.age_critical),
                          application_name=application_name)
+
+
+# --- `walship status`: the wal-receive section ------------------------------------------------------------------
+def status_section(settings, store: Store, conninfo: str | None, now: float) -> dict | None:
+    """wal-receive's figures for `walship status`: the server's view (connection, flush position, lag, slot), the
+    newest stored piece, and the spool's status file when this host runs it; None when nothing says wal-receive
+    is in use (no slot, no connection, no piece, no spool status file)."""
+    from walship.errors import WalshipError
+    from walship.pg.conn import connect
+    from walship.pg.replication import receive_status
+    from walship.pg.walnames import parse_lsn
+
+    server: dict = {}
+    try:
+        with connect(conninfo, application_name="walship status") as conn:
+            server = receive_status(conn, settings.receive_slot, settings.receive_application_name)
+    except WalshipError as exc:
+        server = {"error": exc.message}
+    if server.get("flush_lsn") and server.get("server_lsn"):
+        server["lag_bytes"] = max(0, parse_lsn(server["server_lsn"]) - parse_lsn(server["flush_lsn"]))
+    last_store = newest_store_time(store)
+    spool = _spool_status(settings.receive_spool_dir)
+    if not (server.get("slot_exists") or server.get("state") or last_store is not None or spool):
+        return None
+    return {"application_name": settings.receive_application_name, "server": server,
+            "last_store": last_store, "last_store_age_s": None if last_store is None else max(0.0, now - last_store),
+            "spool": spool}
+
+
+def _spool_status(spool_dir: str | None) -> dict | None:
+    if not spool_dir:
+        return None
+    import json
+    import os
+
+    from walship.receive.receiver import STATUS_FILE
+    path = os.path.join(spool_dir, STATUS_FILE)
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return {**doc, "path": spool_dir} if isinstance(doc, dict) else None
+
+
+def status_lines(section: dict | None, now: float) -> list[str]:
+    if section is None:
+        return []
+    name, server = section["application_name"], section["server"]
+    if "error" in server:
+        lines = [f"wal-receive   unknown ({name}): {server['error']}"]
+    elif server.get("state"):
+        lag = format_bytes(server.get("lag_bytes", 0))
+        seconds = f" ({server['flush_lag_s']:.1f} s)" if server.get("flush_lag_s") is not None else ""
+        lines = [f"wal-receive   {server['state']} ({server['sync_state']}) as {name}, flushed {server['flush_lsn']} "
+                 f"of {server['server_lsn']}: repository {lag} behind{seconds}"]
+    else:
+        lines = [f"wal-receive   NOT CONNECTED ({name}): WAL written now reaches the repository only through "
+                 "archive_command"]
+    if section["last_store_age_s"] is not None:
+        lines.append(f"  last stored {format_age(section['last_store_age_s'])} ago (newest piece under receive/)")
+    if server.get("slot_exists"):
+        state = "LOST: the server removed WAL it kept for wal-receive; it cannot resume (take a new base backup, " \
+                "drop and recreate the slot)" if server.get("slot_wal_status") == "lost" else server.get("slot_wal_status")
+        lines.append(f"  slot        {server['slot']} {'active' if server['slot_active'] else 'inactive'}, "
+                     f"restart_lsn {server['slot_restart_lsn']}, {state}")
+    elif "error" not in server:
+        lines.append(f"  slot        {server['slot']} does not exist (wal-receive creates it when it starts)")
+    spool = section["spool"]
+    if spool:
+        mode = "synchronous" if spool.get("synchronous") else "asynchronous"
+        lines.append(f"  spool       {spool['path']}: {mode}, received {spool.get('received_lsn')}, acknowledged "
+                     f"{spool.get('acknowledged_lsn')} (written {format_age(max(0.0, now - spool['updated']))} ago"
+                     f"{'' if spool.get('connected') else ', not connected'})")
+    return lines

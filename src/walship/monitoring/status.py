@@ -14,9 +14,9 @@ import json
 from typing import TYPE_CHECKING
 
 from walship.monitoring import walarchive
-from walship.monitoring.plugin import format_age, format_bytes
 from walship.monitoring.walarchive import utc
 from walship.pg.walnames import format_lsn
+from walship.reporting.plugin import format_age, format_bytes
 
 if TYPE_CHECKING:
     from walship.config import Settings
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 
 def gather(settings: Settings, store: Store, conninfo: str | None, now: float) -> dict:
-    from walship.backup.catalog import list_backups
     from walship.crypto import keyring_from_settings
     from walship.errors import WalshipError
     from walship.monitoring import pgfacts
@@ -37,8 +36,8 @@ def gather(settings: Settings, store: Store, conninfo: str | None, now: float) -
         facts = pgfacts.collect(conninfo)
     except WalshipError as exc:
         pg_error = exc.message
-    backups = sorted(list_backups(store), key=lambda b: b.start_time)
-    archive = walarchive.load(store, keyring_from_settings(settings))
+    archive, listed = walarchive.load_with_backups(store, keyring_from_settings(settings))
+    backups = sorted(listed, key=lambda b: b.start_time)
     oldest = backups[0] if backups else None
     gaps = archive.gaps(oldest.start_wal if oldest else None)
     windows = archive.windows(backups)
@@ -48,7 +47,7 @@ def gather(settings: Settings, store: Store, conninfo: str | None, now: float) -
         "backups": [b.as_dict() for b in backups],
         "wal": {"segments": archive.count, "oldest": archive.oldest_name, "newest": archive.newest_name,
                 "newest_time": archive.newest_mtime, "segment_size": archive.segment_size,
-                "segment_size_source": archive.size_source},
+                "segment_size_source": archive.size_source, "read_from": archive.index_note},
         "timelines": [t.as_dict() for t in archive.timelines()],
         "window": _newest_window(backups, windows),
         "windows": [w.as_dict() for w in windows],
@@ -57,7 +56,14 @@ def gather(settings: Settings, store: Store, conninfo: str | None, now: float) -
         "gaps": [g.as_dict() for g in gaps],
         "archiver": facts.as_dict() if facts else {"error": pg_error},
         "last_failures": _failures(settings, facts),
+        "receive": _receive(settings, store, conninfo, now),
     }
+
+
+def _receive(settings: Settings, store: Store, conninfo: str | None, now: float) -> dict | None:
+    """wal-receive's section (monitoring/receive.py): None when it is not in use."""
+    from walship.monitoring import receive
+    return receive.status_section(settings, store, conninfo, now)
 
 
 def _newest_window(backups: list[BackupInfo], windows: list[walarchive.Span]) -> dict | None:
@@ -78,7 +84,7 @@ def _failures(settings, facts) -> dict:
         out["archive_command"] = {"time": facts.last_failed_time, "wal": facts.last_failed_wal,
                                   "count": facts.failed_count, "still_failing": facts.failing}
     if settings.metrics_file:
-        from walship.monitoring import metrics
+        from walship.reporting import metrics
         values = metrics.read(settings.metrics_file)
         if "walship_last_backup_failure_timestamp_seconds" in values:
             out["backup_push"] = {"time": values["walship_last_backup_failure_timestamp_seconds"],
@@ -149,4 +155,7 @@ def render_text(status: dict) -> str:
     for what, f in failures.items():
         where = f" on {f['wal']}" if f.get("wal") else ""
         lines.append(f"last failure  {what}: {utc(f['time'])}{where} ({f['count']} in total)")
+    if status.get("receive"):
+        from walship.monitoring import receive
+        lines += ["", *receive.status_lines(status["receive"], now)]
     return "\n".join(lines)

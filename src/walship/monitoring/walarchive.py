@@ -13,19 +13,22 @@
   gap after it, continuing through every branch point its WAL reaches into
   the child timeline, as recovery does.
 
-Listing, segment size and history files come from walship.repo.walindex.
+The segments are held as runs of consecutive numbers, read from the repository's summary of runs
+(walship.repo.walrunindex, checked against the objects on every read; exact=True lists every key
+instead, as `verify` without --quick does); segment size and history files as walship.repo.walindex
+reads them.
 """
 
 from __future__ import annotations
 
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from walship.pg.walnames import Segment, format_lsn, history_name, parse_lsn, segment_of
-from walship.repo import walindex
+from walship.repo import walindex, walrunindex
 
 if TYPE_CHECKING:
     from walship.crypto import Keyring
@@ -91,35 +94,65 @@ class Timeline:
                 "flags": [{"kind": k, "message": m, "hint": h} for k, m, h in self.flags]}
 
 
-@dataclass
 class WalArchive:
-    segment_size: int
-    numbers: dict[int, list[int]] = field(default_factory=dict)   # timeline -> sorted segment numbers
-    newest_name: str | None = None                                # highest segment name
-    newest_mtime: float | None = None                             # latest upload time of any segment
-    mtimes: dict[int, dict[int, float]] = field(default_factory=dict)
-    histories: dict[int, walindex.History] = field(default_factory=dict)
-    history_errors: dict[int, str] = field(default_factory=dict)
-    size_source: str = "given"
+    """The archived segments of each timeline as runs of consecutive numbers (start, end), not one entry
+    per segment: a million segments with no gap are one run, so nothing here grows with the archive."""
+
+    def __init__(self, segment_size: int, numbers: dict[int, list[int]] | None = None,
+                 newest_name: str | None = None, newest_mtime: float | None = None,
+                 mtimes: dict[int, dict[int, float]] | None = None,
+                 histories: dict[int, walindex.History] | None = None,
+                 history_errors: dict[int, str] | None = None, size_source: str = "given",
+                 runs: dict[int, list[tuple[int, int]]] | None = None,
+                 end_mtimes: dict[tuple[int, int], float] | None = None) -> None:
+        self.segment_size = segment_size
+        if runs is None:
+            runs = {tli: walrunindex.runs_of(sorted(ns)) for tli, ns in (numbers or {}).items() if ns}
+        self.starts: dict[int, list[int]] = {tli: [s for s, _ in r] for tli, r in runs.items() if r}
+        self.ends: dict[int, list[int]] = {tli: [e for _, e in r] for tli, r in runs.items() if r}
+        self.end_mtimes: dict[tuple[int, int], float] = dict(end_mtimes or {})
+        for tli, by_number in (mtimes or {}).items():
+            for end in self.ends.get(tli, ()):
+                if end in by_number:
+                    self.end_mtimes[(tli, end)] = by_number[end]
+        self.newest_name = newest_name                          # highest segment name
+        self.newest_mtime = newest_mtime                        # latest upload time of any segment
+        self.histories: dict[int, walindex.History] = histories or {}
+        self.history_errors: dict[int, str] = history_errors or {}
+        self.size_source = size_source
+        self.index_note = ""                                    # how the runs were read (index, full listing)
 
     @property
     def count(self) -> int:
-        return sum(len(v) for v in self.numbers.values())
+        return sum(self.timeline_count(tli) for tli in self.starts)
+
+    def timeline_count(self, tli: int) -> int:
+        return sum(e - s + 1 for s, e in zip(self.starts.get(tli, ()), self.ends.get(tli, ())))
+
+    @property
+    def numbers(self) -> dict[int, list[int]]:
+        """timeline -> every archived segment number (one entry per segment: for small archives and tests)."""
+        return {tli: [n for s, e in zip(self.starts[tli], self.ends[tli]) for n in range(s, e + 1)]
+                for tli in self.starts}
 
     @property
     def oldest_name(self) -> str | None:
-        if not self.numbers:
+        if not self.starts:
             return None
-        tli = min(self.numbers)
-        return self.name(tli, self.numbers[tli][0])
+        tli = min(self.starts)
+        return self.name(tli, self.starts[tli][0])
 
     def name(self, timeline: int, number: int) -> str:
         return Segment(timeline, number).name(self.segment_size)
 
+    def _run_of(self, timeline: int, number: int) -> int | None:
+        """The index of the run that holds the segment, or None."""
+        starts = self.starts.get(timeline, [])
+        i = bisect_right(starts, number) - 1
+        return i if i >= 0 and self.ends[timeline][i] >= number else None
+
     def has(self, timeline: int, number: int) -> bool:
-        numbers = self.numbers.get(timeline, [])
-        i = bisect_left(numbers, number)
-        return i < len(numbers) and numbers[i] == number
+        return self._run_of(timeline, number) is not None
 
     def branch_segment(self, timeline: int) -> int | None:
         """The segment number that holds the point where `timeline` branched off its parent."""
@@ -133,9 +166,11 @@ class WalArchive:
         return sorted((h for h in self.histories.values() if h.parent == timeline), key=lambda h: h.timeline)
 
     def _next_archived(self, timeline: int, after: int) -> int | None:
-        numbers = self.numbers.get(timeline, [])
-        i = bisect_right(numbers, after)
-        return numbers[i] if i < len(numbers) else None
+        if self.has(timeline, after + 1):
+            return after + 1
+        starts = self.starts.get(timeline, [])
+        i = bisect_right(starts, after)
+        return starts[i] if i < len(starts) else None
 
     def _gap(self, tli: int, first: int, last: int, next_name: str | None = None) -> Gap:
         if next_name is None:
@@ -148,28 +183,28 @@ class WalArchive:
     def gaps(self, since: str | None = None) -> list[Gap]:
         """Missing segments from `since` (the oldest backup's start segment) on; without it, from the oldest one."""
         start = Segment.parse(since, self.segment_size) if since else None
-        timelines = set(self.numbers) | ({start.timeline} if start else set())
+        timelines = set(self.starts) | ({start.timeline} if start else set())
         found: list[Gap] = []
         for tli in sorted(timelines):
             if start and tli < start.timeline:
                 continue    # older timelines than the oldest backup's: no restore needs them
-            archived = self.numbers.get(tli, [])
+            starts, ends = self.starts.get(tli, []), self.ends.get(tli, [])
             if start and tli == start.timeline:
                 expected = start.number
             else:
                 branch = self.branch_segment(tli)
-                expected = branch if branch is not None and archived and branch <= archived[0] else archived[0]
+                expected = branch if branch is not None and starts and branch <= starts[0] else starts[0]
                 if start:
                     expected = max(expected, start.number)   # nothing before the oldest backup is needed
-            later = [n for n in archived if n >= expected]
+            later = [(max(s, expected), e) for s, e in zip(starts, ends) if e >= expected]
             if not later:
                 # Nothing at all from the needed segment on, on this timeline.
                 found.append(self._gap(tli, expected, expected))
                 continue
-            for n in later:
-                if n > expected:
-                    found.append(self._gap(tli, expected, n - 1))
-                expected = n + 1
+            for s, e in later:
+                if s > expected:
+                    found.append(self._gap(tli, expected, s - 1))
+                expected = e + 1
             # A child that branches off later needs this timeline up to the segment before its branch point.
             for child in self.children(tli):
                 branch = self._branch_number(child)
@@ -184,59 +219,61 @@ class WalArchive:
         """The first segment of the backup's own WAL (start to stop) that is not archived, or None."""
         first = Segment.parse(backup.start_wal, self.segment_size)
         last = Segment.parse(backup.stop_wal, self.segment_size)
-        for n in range(first.number, last.number + 1):
-            if not self.has(first.timeline, n):
+        n = first.number
+        while n <= last.number:
+            run = self._run_of(first.timeline, n)
+            if run is None:
                 return self.name(first.timeline, n)
+            n = self.ends[first.timeline][run] + 1
         return None
 
     def windows(self, backups: Iterable[BackupInfo]) -> list[Span]:
         """Every span a restore of one of `backups` can reach, per timeline (one per distinct end)."""
-        # numbers[j] - j is the same all along a run of consecutive segments: its end is one bisect away.
-        runs = {tli: [n - j for j, n in enumerate(numbers)] for tli, numbers in self.numbers.items()}
         best: dict[tuple[int, int], Span] = {}
         for backup in sorted(backups, key=lambda b: (parse_lsn(b.stop_lsn), b.stop_time)):
             if self.backup_missing(backup) is not None:
                 continue
             stop = Segment.parse(backup.stop_wal, self.segment_size)
-            for span in self._walk(runs, stop.timeline, stop.number, parse_lsn(backup.stop_lsn), backup.stop_time,
+            for span in self._walk(stop.timeline, stop.number, parse_lsn(backup.stop_lsn), backup.stop_time,
                                    backup.name, ()):
                 key = (span.timeline, span.end_lsn)
                 if key not in best or span.start_lsn < best[key].start_lsn:
                     best[key] = span
         return sorted(best.values(), key=lambda s: (s.timeline, s.start_lsn))
 
-    def _walk(self, runs: dict[int, list[int]], tli: int, number: int, start_lsn: int, start_time: float | None,
+    def _walk(self, tli: int, number: int, start_lsn: int, start_time: float | None,
               backup: str, via: tuple[int, ...]) -> list[Span]:
         """Spans from segment `number` of `tli` (archived) on, and into every child whose branch point
         the continuous WAL reaches."""
-        numbers = self.numbers[tli]
-        i = bisect_left(numbers, number)
-        end = numbers[bisect_right(runs[tli], number - i, lo=i) - 1]
+        run = self._run_of(tli, number)
+        assert run is not None, (tli, number)
+        end = self.ends[tli][run]
         following = self._next_archived(tli, end)
         gap = self._gap(tli, end + 1, following - 1) if following is not None else None
         spans = [Span(tli, backup, start_lsn, start_time, self.name(tli, number), self.name(tli, end),
-                      Segment(tli, end + 1).start_lsn(self.segment_size), self.mtimes.get(tli, {}).get(end),
+                      Segment(tli, end + 1).start_lsn(self.segment_size), self.end_mtimes.get((tli, end)),
                       via + (tli,), gap)]
         for child in self.children(tli):
             branch = self._branch_number(child)
             # Recovery reads the branch segment from the child's timeline; the parent must reach up to it.
             if child.branch_lsn >= start_lsn and branch <= end + 1 and self.has(child.timeline, branch):
-                spans += self._walk(runs, child.timeline, branch, child.branch_lsn, None, backup, via + (tli,))
+                spans += self._walk(child.timeline, branch, child.branch_lsn, None, backup, via + (tli,))
         return spans
 
     # --- timelines -------------------------------------------------------------------
 
     def timelines(self) -> list[Timeline]:
         found = []
-        lowest = min(set(self.numbers) | set(self.histories) | set(self.history_errors), default=1)
-        for tli in sorted(set(self.numbers) | set(self.histories) | set(self.history_errors)):
-            numbers = self.numbers.get(tli, [])
+        known = set(self.starts) | set(self.histories) | set(self.history_errors)
+        lowest = min(known, default=1)
+        for tli in sorted(known):
+            starts, ends = self.starts.get(tli, []), self.ends.get(tli, [])
             history = self.histories.get(tli)
             flags: list[tuple[str, str, str]] = []
             if tli in self.history_errors:
                 flags.append(("HISTORY UNREADABLE", self.history_errors[tli],
                               "without it a restore cannot follow the switch to this timeline"))
-            elif history is None and numbers and tli != lowest:
+            elif history is None and starts and tli != lowest:
                 # The oldest timeline kept needs no history: nothing before it is followed.
                 flags.append(("NO HISTORY", f"timeline {tli} has WAL but no {history_name(tli)} in the archive",
                               f"archive it from pg_wal of the server that runs on timeline {tli} "
@@ -247,41 +284,57 @@ class WalArchive:
                     flags.append(fork)
             found.append(Timeline(tli, history.parent if history else None,
                                   history.branch_lsn if history else None, history.mtime if history else None,
-                                  history.reason if history else "", len(numbers),
-                                  self.name(tli, numbers[0]) if numbers else None,
-                                  self.name(tli, numbers[-1]) if numbers else None, tuple(flags)))
+                                  history.reason if history else "", self.timeline_count(tli),
+                                  self.name(tli, starts[0]) if starts else None,
+                                  self.name(tli, ends[-1]) if ends else None, tuple(flags)))
         return found
 
     def _fork(self, history: walindex.History) -> tuple[str, str, str] | None:
-        parent = self.numbers.get(history.parent, [])
+        parent_ends = self.ends.get(history.parent, [])
         branch = self._branch_number(history)
-        beyond = [n for n in parent if n > branch]
-        if not beyond:
+        if not parent_ends or parent_ends[-1] <= branch:
             return None
         return ("FORK",
                 f"timeline {history.parent} has WAL archived after timeline {history.timeline} branched off it at "
-                f"{format_lsn(history.branch_lsn)} (up to {self.name(history.parent, beyond[-1])}): two servers "
+                f"{format_lsn(history.branch_lsn)} (up to {self.name(history.parent, parent_ends[-1])}): two servers "
                 f"wrote after the branch, a restored copy that archived here or a split brain",
                 f"find the server still writing timeline {history.parent} (pg_stat_archiver on each) and stop it or "
                 f"give it its own repository; a restore follows the latest timeline ({max(self.histories)}) unless "
                 f"backup-fetch --target-timeline says otherwise")
 
 
-def load(store: Store, keyring: Keyring | None = None) -> WalArchive:
-    """The repository's WAL, its segment size and its timelines, from the repository alone."""
+def load(store: Store, keyring: Keyring | None = None, exact: bool = False) -> WalArchive:
+    """The repository's WAL, its segment size and its timelines, from the repository alone: from the
+    summary of runs (repo.walrunindex, checked against the objects), or with exact from a full listing."""
     from walship.archive.fetch import download
-    listing = walindex.list_wal(store)
+    histories_read: dict[str, bytes] = {}
 
     def read_wal(name: str) -> bytes:
-        return download(store, name, keyring)
-    size, source = walindex.segment_size(store, listing, read_wal)
-    mtimes = walindex.segment_numbers(listing, size)
-    archive = WalArchive(size, {tli: sorted(ns) for tli, ns in mtimes.items()}, mtimes=mtimes, size_source=source)
-    if mtimes:
-        archive.newest_mtime = max(max(numbers.values()) for numbers in mtimes.values())
-        archive.newest_name = max(archive.name(tli, ns[-1]) for tli, ns in archive.numbers.items())
-    archive.histories, archive.history_errors = walindex.read_histories(listing, read_wal)
+        if name not in histories_read:          # a .history is read by the index and again below: once
+            histories_read[name] = download(store, name, keyring)
+        return histories_read[name]
+    index = walrunindex.load(store, read_wal, exact=exact)
+    runs = {tli: [(a, b) for a, b, _ in r] for tli, r in index.runs.items() if r}
+    end_mtimes = {(tli, b): m for tli, r in index.runs.items() for _, b, m in r}
+    archive = WalArchive(index.segment_size, runs=runs, end_mtimes=end_mtimes, size_source=index.size_source)
+    archive.index_note = index.note
+    if runs:
+        archive.newest_mtime = index.newest_mtime
+        archive.newest_name = max(archive.name(tli, r[-1][1]) for tli, r in runs.items())
+    archive.histories, archive.history_errors = walindex.read_histories(index.listing_of_histories(), read_wal)
     return archive
+
+
+def load_with_backups(store: Store, keyring: Keyring | None = None) -> tuple[WalArchive, list[BackupInfo]]:
+    """load() and the backups' listing side by side: each waits on the store's round trips, not the CPU
+    (30 markers on S3 are 30 GETs: about as long as the WAL summary's checks)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from walship.backup.catalog import list_backups
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        backups = pool.submit(list_backups, store)
+        archive = load(store, keyring)
+        return archive, backups.result()
 
 
 # --- text, shared by `walship status` and `walship verify` (from the JSON form, so both say the same) ----

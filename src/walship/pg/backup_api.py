@@ -68,6 +68,13 @@ def start_backup(conn, version: int, label: str) -> BackupStart:
     return BackupStart(lsn)
 
 
+def backup_timeline(conn) -> int:
+    """The timeline of the checkpoint pg_backup_start just took (a primary) or used (a standby's restartpoint):
+    the one the backup starts on. Read after the start, not before: a server promoted moments ago still names
+    its old timeline in the control file until its first checkpoint on the new one."""
+    return int(conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0])
+
+
 def stop_backup(conn, version: int) -> BackupStop:
     """Leave backup mode without waiting for archiving.
 

@@ -138,7 +138,10 @@ class _Batch:
     gathering the pages of many small files makes that cost per batch, not per file.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
         self.chunks: list[np.ndarray] = []            # copies: the read buffers are reused
         self.blocks: list[np.ndarray] = []
         self.origins: list[tuple[str, str, int, int]] = []   # (name, path, file offset, first page index)
@@ -197,7 +200,7 @@ class PageCheck:
         words = np.concatenate(batch.chunks)
         bad = bad_pages(words, np.concatenate(batch.blocks), self.start_lsn)
         self._confirm(bad, batch.origins, batch.pages)
-        batch.__init__()
+        batch.clear()
 
     def _confirm(self, bad: np.ndarray, origins: list[tuple[str, str, int, int]], pages: int) -> None:
         """Read each bad page once more from its file: a read racing with PostgreSQL's write is no corruption."""
@@ -206,7 +209,9 @@ class PageCheck:
         for index in (int(i) for i in bad):
             name, path, offset, first = origins[bisect.bisect_right(starts, index) - 1]
             page_offset = offset + (index - first) * BLOCK_SIZE
-            block = relation_first_block(name, self.blocks_per_segment) + page_offset // BLOCK_SIZE
+            first_block = relation_first_block(name, self.blocks_per_segment)
+            assert first_block is not None         # only relation files are batched
+            block = first_block + page_offset // BLOCK_SIZE
             try:
                 with open(path, "rb") as fh:
                     again = os.pread(fh.fileno(), BLOCK_SIZE, page_offset)

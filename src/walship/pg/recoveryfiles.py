@@ -49,6 +49,16 @@ def in_archive_recovery(pgdata: str = ".") -> bool:
             and not os.path.exists(os.path.join(pgdata, STANDBY_SIGNAL)))
 
 
+def postmaster_pid(pgdata: str = ".") -> int | None:
+    """The pid postmaster.pid names, or None when the server is not running there (or the file is torn)."""
+    try:
+        with open(os.path.join(pgdata, "postmaster.pid")) as fh:
+            first = fh.readline().strip()
+    except OSError:
+        return None
+    return int(first) if first.isdigit() else None
+
+
 def remove_signal_files(pgdata: str) -> None:
     """A recovery.signal or standby.signal the backup carried must not survive: only a finished restore
     has one, written by signal_recovery last."""

@@ -169,3 +169,26 @@ def receiver_on_server(conn, application_name: str) -> tuple[str, str, int, floa
     if row is None:
         return None
     return str(row[0]), str(row[1]), int(row[2] or 0), (float(row[3]) if row[3] is not None else None)
+
+
+_RECEIVE_STATUS_QUERY = """
+SELECT s.slot_name IS NOT NULL, coalesce(s.active, false), s.restart_lsn::text, s.wal_status,
+       r.state, r.sync_state, r.flush_lsn::text,
+       (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END)::text,
+       extract(epoch FROM r.flush_lag)::float8
+  FROM (SELECT 1) AS one
+  LEFT JOIN pg_replication_slots s ON s.slot_name = %s
+  LEFT JOIN LATERAL (SELECT state, sync_state, flush_lsn, flush_lag FROM pg_stat_replication
+                      WHERE application_name = %s ORDER BY backend_start DESC LIMIT 1) r ON true
+"""
+
+
+def receive_status(conn, slot: str, application_name: str) -> dict[str, Any]:
+    """wal-receive as the server sees it, for `walship status` (psycopg 3 connection): its slot (exists, active,
+    restart_lsn, wal_status: 'lost' once max_slot_wal_keep_size removed WAL it needed) and its connection
+    (state, sync_state, flush position, flush lag; None when not connected), and the server's WAL position."""
+    row = conn.execute(_RECEIVE_STATUS_QUERY, (slot, application_name)).fetchone()
+    assert row is not None          # the query returns one row whatever the tables hold
+    return {"slot": slot, "slot_exists": bool(row[0]), "slot_active": bool(row[1]), "slot_restart_lsn": row[2],
+            "slot_wal_status": row[3], "state": row[4], "sync_state": row[5], "flush_lsn": row[6],
+            "server_lsn": row[7], "flush_lag_s": float(row[8]) if row[8] is not None else None}

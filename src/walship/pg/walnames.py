@@ -7,14 +7,10 @@ With segment size S, there are 0x100000000 // S segments per log.
 
 from __future__ import annotations
 
-import re
-
 from walship.errors import WalshipError
 
-SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
-PARTIAL_RE = re.compile(r"^[0-9A-F]{24}\.partial$")
-BACKUP_LABEL_RE = re.compile(r"^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$")
-HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history$")
+# checked by hand rather than with re: restore_command's cold calls would pay 2 ms to import it
+_HEX = frozenset("0123456789ABCDEF")
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 
 
@@ -22,14 +18,45 @@ class InvalidWalName(WalshipError):
     pass
 
 
+def _hex(text: str, digits: int) -> bool:
+    return len(text) == digits and _HEX.issuperset(text)
+
+
 def is_segment(name: str) -> bool:
-    return bool(SEGMENT_RE.match(name))
+    """24 upper-case hex digits: 000000010000000A000000FF.
+
+    >>> is_segment("000000010000000A000000FF"), is_segment("000000010000000a000000ff")
+    (True, False)
+    >>> is_segment("000000010000000A000000FF\\n")
+    False
+    """
+    return _hex(name, 24)
+
+
+def is_partial(name: str) -> bool:
+    """A segment PostgreSQL did not finish on its timeline (or one wal-receive is streaming), with .partial."""
+    return len(name) == 32 and name.endswith(".partial") and _hex(name[:24], 24)
+
+
+def is_backup_label(name: str) -> bool:
+    """A backup history file: 000000010000000000000002.00000028.backup."""
+    return (len(name) == 40 and name[24] == "." and name.endswith(".backup")
+            and _hex(name[:24], 24) and _hex(name[25:33], 8))
+
+
+def is_history(name: str) -> bool:
+    """A timeline history file: 00000002.history."""
+    return len(name) == 16 and name.endswith(".history") and _hex(name[:8], 8)
 
 
 def is_archivable(name: str) -> bool:
-    """Names PostgreSQL hands to archive_command / restore_command."""
-    return bool(SEGMENT_RE.match(name) or PARTIAL_RE.match(name)
-                or BACKUP_LABEL_RE.match(name) or HISTORY_RE.match(name))
+    """Names PostgreSQL hands to archive_command / restore_command.
+
+    >>> [is_archivable(n) for n in ("00000002.history", "000000010000000000000002.00000028.backup",
+    ...                              "000000010000000000000003.partial", "00000002.history.tmp", "RECOVERYXLOG")]
+    [True, True, True, False, False]
+    """
+    return is_segment(name) or is_partial(name) or is_backup_label(name) or is_history(name)
 
 
 def check_name(name: str) -> str:
@@ -65,7 +92,7 @@ class Segment(tuple):
 
     @classmethod
     def parse(cls, name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> Segment:
-        if not SEGMENT_RE.match(name[:24]) or (len(name) > 24 and not name.endswith(".partial")):
+        if not (is_segment(name) or is_partial(name)):
             raise InvalidWalName(f"{name!r} is not a WAL segment name")
         tli = int(name[0:8], 16)
         log = int(name[8:16], 16)
@@ -137,7 +164,7 @@ def history_name(timeline: int) -> str:
 
 def history_timeline(name: str) -> int | None:
     """The timeline of a .history file name (00000002.history -> 2), None for any other name."""
-    return int(name[:8], 16) if HISTORY_RE.match(name) else None
+    return int(name[:8], 16) if is_history(name) else None
 
 
 def parse_history(text: str) -> list[tuple[int, int, str]]:

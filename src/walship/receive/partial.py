@@ -17,40 +17,18 @@ Light imports: wal-fetch (restore_command) imports this module on a miss.
 
 from __future__ import annotations
 
-import re
-
 from walship import pipeline
+from walship.repo.layout import received_piece_of_key, received_segment_prefix
 from walship.storage import Store
-
-RECEIVE_PREFIX = "receive/"
-_PIECE_RE = re.compile(r"^receive/([0-9A-F]{24})/([0-9A-F]{8})-([0-9A-F]{8})$")
-
-
-def piece_key(segment_name: str, start: int, end: int) -> str:
-    return f"{RECEIVE_PREFIX}{segment_name}/{start:08X}-{end:08X}"
-
-
-def segment_prefix(segment_name: str) -> str:
-    return f"{RECEIVE_PREFIX}{segment_name}/"
-
-
-def after_segment_key(segment_name: str) -> str:
-    """A key greater than every piece of segment_name and smaller than the next segment's (listing start_after)."""
-    return f"{RECEIVE_PREFIX}{segment_name}/~"
-
-
-def segment_of_piece(key: str) -> str | None:
-    match = _PIECE_RE.match(key)
-    return match.group(1) if match else None
 
 
 def pieces(store: Store, segment_name: str) -> list[tuple[int, int, str]]:
     """(start, end, key) of the stored pieces of the segment, by start offset."""
     found = []
-    for info in store.list(segment_prefix(segment_name)):
-        match = _PIECE_RE.match(info.key)
-        if match and match.group(1) == segment_name:
-            found.append((int(match.group(2), 16), int(match.group(3), 16), info.key))
+    for info in store.list(received_segment_prefix(segment_name)):
+        piece = received_piece_of_key(info.key)
+        if piece is not None and piece[0] == segment_name:
+            found.append((piece[1], piece[2], info.key))
     return sorted(found)
 
 

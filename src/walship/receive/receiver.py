@@ -32,6 +32,7 @@ from walship import codec, logs, pipeline
 from walship.errors import IntegrityError, PostgresError, StoreError, WalshipError
 from walship.pg.walnames import Segment, format_lsn, parse_history, segment_of
 from walship.receive import partial
+from walship.repo import layout
 from walship.repo import record as repo_record
 from walship.storage import ObjectExists, Store
 
@@ -78,6 +79,12 @@ class Receiver:
         self.connected = False
         self.spool_full_said = False
         self.stop = False
+        # the last failures, for the passive result: connecting (cleared when streaming), storing (cleared
+        # by the next store)
+        self.session_error: str | None = None
+        self.store_error: str | None = None
+        from walship.receive.report import Reporter
+        self.reporter = Reporter(settings)
 
     # --- positions --------------------------------------------------------------------------------
     def _segment_start(self) -> int:
@@ -132,8 +139,8 @@ class Receiver:
         return sorted(e for e in os.listdir(self.spool_dir) if is_segment(e))
 
     def _partial_in_spool(self) -> list[str]:
-        from walship.pg.walnames import PARTIAL_RE
-        return sorted(e for e in os.listdir(self.spool_dir) if PARTIAL_RE.match(e))
+        from walship.pg.walnames import is_partial
+        return sorted(e for e in os.listdir(self.spool_dir) if is_partial(e))
 
     # --- repository -------------------------------------------------------------------------------
     def _store_piece(self) -> None:
@@ -145,7 +152,7 @@ class Receiver:
         if self.stored == 0:
             # the piece at offset 0 carries the long page header: the same checks as any stored segment
             _check_first_page(data, name, self.owner, self.segment_size, self.settings.allow_untested_pg)
-        key = partial.piece_key(name, self.stored, self.durable)
+        key = layout.received_piece_key(name, self.stored, self.durable)
         blob = pipeline.pack(data, self.settings.compression, self.level, self.keyring,
                           sha256=hashlib.sha256(data).hexdigest(), name=name)
         try:
@@ -159,6 +166,7 @@ class Receiver:
         self.stored = self.durable
         self.last_store = time.monotonic()
         self.last_store_wall = time.time()
+        self.store_error = None
 
     def _store_complete(self, path: str) -> None:
         """Store a complete segment from the spool as wal/<name> (wal-push's push_file), then clean up."""
@@ -172,6 +180,7 @@ class Receiver:
         os.unlink(path)
         _fsync_dir(self.spool_dir)
         self.last_store_wall = time.time()
+        self.store_error = None
 
     def _store_backlog(self) -> bool:
         """Store the complete segments waiting in the spool, oldest first; False when the repository failed."""
@@ -181,6 +190,7 @@ class Receiver:
             except StoreError as exc:
                 logs.warning("receive_store_failed", f"{name} stays in the spool: {exc.one_line()}",
                              segment=name, error=exc.one_line())
+                self.store_error = exc.one_line()
                 return False
         return True
 
@@ -190,6 +200,7 @@ class Receiver:
             return True
         except StoreError as exc:
             logs.warning("receive_store_failed", f"WAL stays in the spool: {exc.one_line()}", error=exc.one_line())
+            self.store_error = exc.one_line()
             return False
 
     # --- the stream -------------------------------------------------------------------------------
@@ -210,16 +221,24 @@ class Receiver:
                                         "wal-receive reconnects and resumes from its spool")
             room = self.segment_size - self.written
             part, data = data[:room], data[room:]
-            try:
-                os.pwrite(self.fd, part, self.written)
-            except OSError as exc:
-                raise SpoolFull(f"cannot write the spool {self.spool_dir}: {exc.strerror}",
-                                "free space there (nothing was acknowledged beyond what is stored); "
-                                "wal-receive goes on from where it was") from None
+            self._pwrite_all(part)
             self.written += len(part)
             lsn += len(part)
             if self.written == self.segment_size:
                 self._finish_segment()
+
+    def _pwrite_all(self, part: bytes) -> None:
+        """Write part at self.written, all of it: a short write (a disk filling up) must not be counted as
+        written, or the next write would leave a hole of zeros that is then acknowledged as WAL."""
+        done = 0
+        try:
+            while done < len(part):
+                done += os.pwrite(self.fd, memoryview(part)[done:], self.written + done)
+        except OSError as exc:
+            # what was written of this part stays beyond self.written: the next session truncates it away
+            raise SpoolFull(f"cannot write the spool {self.spool_dir}: {exc.strerror}",
+                            "free space there (nothing was acknowledged beyond what is stored); "
+                            "wal-receive goes on from where it was") from None
 
     def _make_durable(self) -> None:
         if self.current is not None and self.written > self.durable:
@@ -353,6 +372,7 @@ class Receiver:
             self._open_segment(segment, start - segment.start_lsn(self.segment_size))
             stream.start(self.slot, start, self.timeline)
             self.connected = True
+            self.session_error = None
             logs.info("receive_started", f"receiving timeline {self.timeline} from {format_lsn(start)} "
                       f"(slot {self.slot}, {'synchronous' if self.synchronous else 'asynchronous'})",
                       lsn=format_lsn(start), timeline=self.timeline, slot=self.slot)
@@ -424,11 +444,15 @@ class Receiver:
                "server_lsn": format_lsn(self.server_end), "last_store": self.last_store_wall,
                "updated": time.time(), "synchronous": self.synchronous, "slot": self.slot}
         tmp = os.path.join(self.spool_dir, STATUS_FILE + ".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(doc, fh)
-        os.replace(tmp, os.path.join(self.spool_dir, STATUS_FILE))
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(doc, fh)
+            os.replace(tmp, os.path.join(self.spool_dir, STATUS_FILE))
+        except OSError as exc:
+            # a full spool disk: the figures wait, receiving does not (it says so itself when it must stop)
+            logs.warning("receive_status_failed", f"cannot write {tmp}: {exc.strerror}")
         if self.settings.metrics_file:
-            from walship.monitoring import metrics
+            from walship.reporting import metrics
             values = {"walship_receive_connected": 1.0 if self.connected else 0.0,
                       "walship_receive_lag_bytes": float(max(0, self.server_end - self.acknowledged_lsn()))}
             if self.last_store_wall is not None:
@@ -437,6 +461,24 @@ class Receiver:
                 metrics.update(self.settings.metrics_file, values)
             except OSError as exc:
                 logs.warning("metrics_failed", f"cannot write {self.settings.metrics_file}: {exc.strerror}")
+        if self.connected:
+            self._report(spool_full=self.spool_full_said)
+
+    def _report(self, spool_full: bool) -> None:
+        """The passive result, when one is due (receive/report.py sends it on its own thread)."""
+        if not self.reporter.enabled:
+            return
+        from walship.receive.report import ReceiveState
+        try:
+            spool_bytes = self._spool_bytes()
+        except OSError:
+            spool_bytes = 0
+        age = None if self.last_store_wall is None else max(0.0, time.time() - self.last_store_wall)
+        lag = max(0, self.server_end - self.acknowledged_lsn()) if self.current is not None else 0
+        self.reporter.offer(ReceiveState(
+            connected=self.connected, synchronous=self.synchronous, lag_bytes=lag, last_store_age_s=age,
+            spool_bytes=spool_bytes, spool_full=spool_full,
+            error=self.store_error if self.connected else self.session_error))
 
     def run(self) -> int:
         """Receive until stopped; reconnects after a lost connection, fails on what needs the operator."""
@@ -449,6 +491,8 @@ class Receiver:
             except (PostgresError, StoreError, SpoolFull) as exc:
                 logs.warning("receive_disconnected", f"{exc.one_line()}; retrying in {RECONNECT_DELAY_S:.0f} s",
                              error=exc.one_line())
+                self.session_error = exc.one_line()
+                self._report(spool_full=isinstance(exc, SpoolFull))
                 time.sleep(RECONNECT_DELAY_S)
         return 0
 

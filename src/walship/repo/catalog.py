@@ -12,6 +12,7 @@ last, is stored.
 
 from __future__ import annotations
 
+import builtins
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -46,6 +47,17 @@ class BackupInfo:
     # pages whose checksum was wrong when backup-push read them (stored as found); None: not verified
     # (no data checksums, verification off, a backup of an older walship or of WAL-E)
     page_checksum_failures: int | None = None
+    # incremental backups (backup/incremental.py): "full" or "incremental", the backup it follows, and
+    # every backup it depends on, the full first (the parent last); () for a full
+    backup_type: str = "full"
+    parent: str | None = None
+    chain: tuple[str, ...] = ()
+    # relation file blocks the backup holds, and how many of them it read from the data directory (an
+    # incremental reads fewer when PostgreSQL 17+'s WAL summaries say which changed: wal_summaries); None:
+    # not recorded (an older walship, WAL-E)
+    blocks_held: int | None = None
+    blocks_read: int | None = None
+    wal_summaries: bool | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,11 +92,11 @@ class BackupSource(ABC):
         """Write the backup's files into dest (checked absent or empty); no recovery configuration."""
 
     @abstractmethod
-    def obsolete_keys(self, delete: list[BackupInfo], keep: list[BackupInfo]) -> list[str]:
+    def obsolete_keys(self, delete: builtins.list[BackupInfo], keep: builtins.list[BackupInfo]) -> builtins.list[str]:
         """Its keys retention deletes: the deleted backups' objects (their completion markers first) and
         its WAL before the oldest kept backup of any source."""
 
-    def execute(self, keys: list[str]) -> None:
+    def execute(self, keys: builtins.list[str]) -> None:
         """Delete what obsolete_keys chose: the completion markers first, in a request of their own, so a
         deletion cut short leaves backups that are no longer listed, never a listed one with parts missing."""
         from walship.repo.layout import is_completion_marker

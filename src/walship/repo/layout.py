@@ -8,8 +8,12 @@ walship's own objects (format 2, see CHANGELOG.md "Repository format"):
     backups/<backup>/in_progress.json       written first, refreshed while the backup runs
     backups/<backup>/part_00000.tar         tar stream (codec envelope), and its manifest:
     backups/<backup>/part_00000.manifest
+    backups/<backup>/part_00000.blockmap    block hashes of the part's relation files (incremental backups)
+    backups/<backup>/blockmap.index         which part's block map covers which files
     locks/backups.lock                      the repository lock (lock.py)
     quarantine/<UTC time>/<key>             what `walship quarantine` set aside
+    index/wal-runs.json                     a summary of wal/ as runs of segments (walrunindex.py),
+                                            rebuilt from a listing whenever absent or wrong
 
 A repository of format 1 kept the marker inside the folder (backups/<backup>/complete.json); it is still
 read. WAL-E's objects (its layout 005, read for migration and deleted by retention, never written):
@@ -57,6 +61,7 @@ LOCK_KEY = "locks/backups.lock"
 QUARANTINE_PREFIX = "quarantine/"
 
 WALE_WAL_PREFIX = "wal_005/"
+WAL_INDEX_KEY = "index/wal-runs.json"
 WALE_SUFFIX = ".lzo"
 WALE_BACKUP_PREFIX = "basebackups_005/"
 WALE_SENTINEL_SUFFIX = "_backup_stop_sentinel.json"
@@ -67,6 +72,50 @@ WALE_VERSION_FILE = "extended_version.txt"
 
 def wal_key(name: str) -> str:
     return WAL_PREFIX + name
+
+
+# --- wal-receive's pieces of a segment not complete yet (receive/partial.py says how they are used) ---
+
+RECEIVE_PREFIX = "receive/"
+
+
+def received_piece_key(segment_name: str, start: int, end: int) -> str:
+    """receive/<segment>/<start>-<end>: bytes [start, end) of the segment, offsets as 8 hex digits.
+
+    >>> received_piece_key("000000010000000000000003", 0, 8192)
+    'receive/000000010000000000000003/00000000-00002000'
+    """
+    return f"{RECEIVE_PREFIX}{segment_name}/{start:08X}-{end:08X}"
+
+
+def received_segment_prefix(segment_name: str) -> str:
+    return f"{RECEIVE_PREFIX}{segment_name}/"
+
+
+def after_received_segment_key(segment_name: str) -> str:
+    """A key greater than every piece of segment_name and smaller than the next segment's (listing start_after)."""
+    return f"{RECEIVE_PREFIX}{segment_name}/~"
+
+
+def received_piece_of_key(key: str) -> tuple[str, int, int] | None:
+    """(segment, start, end) of a piece's key, or None for any other key.
+
+    >>> received_piece_of_key("receive/000000010000000000000003/00000000-00002000")
+    ('000000010000000000000003', 0, 8192)
+    >>> received_piece_of_key("wal/000000010000000000000003") is None
+    True
+    """
+    if not key.startswith(RECEIVE_PREFIX):
+        return None
+    segment, slash, span = key[len(RECEIVE_PREFIX):].partition("/")
+    start, dash, end = span.partition("-")
+    if (not slash or not dash or len(segment) != 24 or len(start) != 8 or len(end) != 8
+            or not all(c in _UPPER_HEX for c in segment + start + end)):
+        return None
+    return segment, int(start, 16), int(end, 16)
+
+
+_UPPER_HEX = frozenset("0123456789ABCDEF")
 
 
 def wal_name_of_key(key: str) -> str:
@@ -100,6 +149,16 @@ def part_key(name: str, number: int) -> str:
 
 def part_manifest_key(name: str, number: int) -> str:
     return f"{backup_prefix(name)}part_{number:05d}.manifest"
+
+
+def part_blockmap_key(name: str, number: int) -> str:
+    """The block map of a part's relation files (backup/blockmap.py)."""
+    return f"{backup_prefix(name)}part_{number:05d}.blockmap"
+
+
+def blockmap_index_key(name: str) -> str:
+    """Which part's block map covers which relation files (backup/blockmap.py)."""
+    return f"{backup_prefix(name)}blockmap.index"
 
 
 def backup_name_of_key(key: str) -> str | None:

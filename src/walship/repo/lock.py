@@ -34,10 +34,10 @@ import uuid
 
 from walship import logs
 from walship.errors import WalshipError
+from walship.processes import process_running
 from walship.repo import layout
 from walship.repo.catalog import BackupFolders
 from walship.storage import ObjectExists, ObjectNotFound
-from walship.streams import process_running
 
 LOCK_KEY = layout.LOCK_KEY
 HEARTBEAT_S = 60.0

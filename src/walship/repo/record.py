@@ -16,15 +16,16 @@ is ever raised (require_format), when a newer layout is first written:
 - A repository written before the record existed holds objects but no record: readers
   accept it, and the first writer adopts it by writing the record.
 
-Plain classes and json only: this module is on the archive_command path.
+Plain classes, and json only where the record is not the flat object walship writes: this module is on the
+archive_command and restore_command paths.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
+from walship import flatjson
 from walship.errors import IntegrityError, StoreError, WalshipError
 
 RECORD_KEY = "walship-repository.json"
@@ -81,12 +82,16 @@ class RepositoryRecord:
                 "create_only": self.create_only, "adopted": self.adopted}
 
     def to_json(self) -> bytes:
+        import json  # written once per repository: the pretty form, for operators who read it
         return json.dumps(self.as_dict(), indent=1, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> RepositoryRecord:
         try:
-            doc = json.loads(data)
+            doc = flatjson.loads(data)
+            if doc is None:
+                import json
+                doc = json.loads(data)
             fmt = int(doc["format"])
         except (ValueError, KeyError, TypeError):
             raise IntegrityError(f"{RECORD_KEY} in {where} is corrupt (not a walship repository record)",

@@ -96,7 +96,7 @@ def obsolete_wal(names: list[str], keep: list[BackupInfo]) -> list[str]:
         return []
     boundary = min(b.start_wal[8:24] for b in keep)
     return [n for n in names
-            if not walnames.HISTORY_RE.match(n) and walnames.is_archivable(n) and n[8:24] < boundary]
+            if not walnames.is_history(n) and walnames.is_archivable(n) and n[8:24] < boundary]
 
 
 def segment_size(store: Store, listing: WalListing, read_wal: Callable[[str], bytes]) -> tuple[int, str]:

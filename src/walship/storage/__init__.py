@@ -7,13 +7,17 @@ and that an object is either absent or complete (never half-written).
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
-from collections import namedtuple
-from collections.abc import Iterable, Iterator
 
 from walship.errors import ConfigError, WalshipError
 
-Chunks = Iterable[bytes]
+# collections.abc (and collections behind it) would cost restore_command's cold miss 1.4 ms: annotations only
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    Chunks = Iterable[bytes]
 
 
 class ObjectNotFound(WalshipError):
@@ -24,14 +28,38 @@ class ObjectExists(WalshipError):
     """put(..., if_absent=True) found an object already stored under the key."""
 
 
-class ObjectInfo(namedtuple("ObjectInfo", "key size mtime")):
+class ObjectInfo(tuple):
     """An object in a listing: key, size in bytes, mtime in seconds since the epoch.
-    A namedtuple, not a dataclass: importing dataclasses costs ~10 ms per archive_command."""
+    A plain tuple, not a dataclass or namedtuple: importing dataclasses costs ~10 ms per archive_command, and
+    collections 1.4 ms per restore_command miss."""
+
     __slots__ = ()
+
+    def __new__(cls, key: str, size: int, mtime: float) -> ObjectInfo:
+        return tuple.__new__(cls, (key, size, mtime))
+
+    @property
+    def key(self) -> str:
+        return self[0]
+
+    @property
+    def size(self) -> int:
+        return self[1]
+
+    @property
+    def mtime(self) -> float:
+        return self[2]
+
+    def __repr__(self) -> str:
+        return f"ObjectInfo(key={self[0]!r}, size={self[1]}, mtime={self[2]})"
 
 
 class Store(ABC):
     url: str                 # for messages: where the repository is
+    # Whether list(prefix, start_after) reads only the keys after start_after (S3's ordered listing,
+    # 1,000 keys a request) rather than every key under the prefix (a directory scan, then a sort):
+    # callers that look for a few keys after a known one probe with head() when it is False.
+    ordered_listing: bool = False
 
     @abstractmethod
     def put(self, key: str, data: bytes | Chunks, *, if_absent: bool = False) -> None:
@@ -60,7 +88,7 @@ class Store(ABC):
         With start_after, only the keys greater than it, in key order (S3's own listing order), so
         a caller that looks for what follows one key reads no listing of what precedes it."""
 
-    def list_folder(self, folder: str) -> tuple[list[ObjectInfo], list[str]]:
+    def list_folder(self, folder: str) -> tuple[builtins.list[ObjectInfo], builtins.list[str]]:
         """One folder, not below it: (its objects, its subfolders as keys ending in '/'), in no promised order.
 
         folder is "" (the root) or ends in '/'. A delimiter listing on S3, one directory on a filesystem;
@@ -73,6 +101,15 @@ class Store(ABC):
             else:
                 objects.append(info)
         return objects, sorted(folders)
+
+    def names_in(self, folder: str) -> Iterator[str]:
+        """The names of the objects directly in folder (ends in '/'), in no promised order, without their
+        sizes or times: on a filesystem one directory read, no stat per object, and then also the names
+        of subfolders and of writes in progress (a caller head()s the names it means to use)."""
+        for info in self.list(folder):
+            rest = info.key[len(folder):]
+            if "/" not in rest:
+                yield rest
 
     @abstractmethod
     def delete(self, keys: Iterable[str]) -> None:

@@ -11,13 +11,18 @@ archiving user (postgres) can still replace and delete them.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
-from collections.abc import Iterable, Iterator
-from urllib.parse import unquote, urlparse
 
 from walship.errors import ConfigError, StoreError
-from walship.storage import Chunks, ObjectExists, ObjectInfo, ObjectNotFound, Store
+from walship.storage import ObjectExists, ObjectInfo, ObjectNotFound, Store
+
+TYPE_CHECKING = False          # collections.abc costs restore_command's cold miss 1.4 ms: annotations only
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from walship.storage import Chunks
 
 _TMP_SUFFIX = ".walship-tmp"
 _VERBS = {"writing": "write", "deleting": "delete", "reading": "read"}
@@ -42,6 +47,10 @@ class LocalStore(Store):
 
     @classmethod
     def from_url(cls, url: str) -> LocalStore:
+        rest = url.removeprefix("file://")
+        if rest.startswith("/") and not any(c in rest for c in "%?#;"):
+            return cls(rest)          # the common file:///path, without urllib's 2 ms on restore_command's path
+        from urllib.parse import unquote, urlparse
         parsed = urlparse(url)
         if parsed.netloc not in ("", "localhost"):
             raise ConfigError(f"file repository URL {url!r} names a host", "use file:///absolute/path")
@@ -181,7 +190,19 @@ class LocalStore(Store):
         # S3 lists in key order from start_after; a filesystem walk has no order: sort what follows it
         return iter(sorted(self._walk(prefix, start_after), key=lambda info: info.key))
 
-    def list_folder(self, folder: str) -> tuple[list[ObjectInfo], list[str]]:
+    def names_in(self, folder: str) -> Iterator[str]:
+        base = os.path.join(self.root, *[p for p in folder.split("/") if p])
+        try:
+            entries = os.scandir(base)
+        except (FileNotFoundError, NotADirectoryError):
+            return iter(())
+        except OSError as exc:
+            raise self._fail(exc, "listing", folder or "/") from None
+        # No Python code per entry: a caller that filters in C too reads a million names in about 0.3 s.
+        # The iterator closes the directory when exhausted.
+        return (entry.name for entry in entries)      # not operator.attrgetter: 0.4 ms per cold call
+
+    def list_folder(self, folder: str) -> tuple[builtins.list[ObjectInfo], builtins.list[str]]:
         base = os.path.join(self.root, *[p for p in folder.split("/") if p])
         objects, folders = [], []
         try:
@@ -208,7 +229,7 @@ class LocalStore(Store):
         base = os.path.join(self.root, *[p for p in head.split("/") if p]) if head else self.root
         if not os.path.isdir(base):
             return
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, _dirnames, filenames in os.walk(base):
             rel_dir = os.path.relpath(dirpath, self.root)
             rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
             for name in filenames:

@@ -11,10 +11,10 @@ through botocore when it is installed (extra `walship[aws-profiles]`).
 
 from __future__ import annotations
 
+import builtins
 import configparser
 import os
 import re
-from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from urllib.parse import urlparse
 
@@ -22,7 +22,14 @@ import obstore
 from obstore.store import S3Store as _ObS3Store
 
 from walship.errors import ConfigError, StoreError
-from walship.storage import Chunks, ObjectExists, ObjectInfo, ObjectNotFound, Store
+from walship.storage import ObjectExists, ObjectInfo, ObjectNotFound, Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Literal
+
+    from walship.storage import Chunks
 
 _SINGLE_PUT_LIMIT = 64 * 1024 * 1024
 # A streamed upload buffers chunk size x concurrency: 32 MiB per backup part in flight.
@@ -153,6 +160,7 @@ def _instance_role(timeout: float = 1.0) -> str | None:
 
 
 class S3Store(Store):
+    ordered_listing = True      # ListObjectsV2 StartAfter
     def __init__(self, bucket: str, prefix: str, settings):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -202,8 +210,9 @@ class S3Store(Store):
                         "max_backoff": timedelta(seconds=15), "base": 2},
         }
         try:
-            self._store = _ObS3Store(bucket, prefix=self.prefix or None, config=config,
-                                     client_options=client, retry_config=retry,
+            # obstore declares these as TypedDicts; the dicts hold only its documented keys
+            self._store = _ObS3Store(bucket, prefix=self.prefix or None, config=config,  # type: ignore[arg-type]
+                                     client_options=client, retry_config=retry,  # type: ignore[arg-type]
                                      credential_provider=provider)
         except Exception as exc:  # obstore raises on invalid configuration
             raise ConfigError(f"invalid S3 configuration for {self.url}: {_first_line(exc)}") from None
@@ -281,9 +290,9 @@ class S3Store(Store):
         """Connection resets, timeouts, 5xx and 429 are retried by obstore within s3_max_retries and
         s3_retry_timeout (backoff with jitter): a single PUT as a whole, a streamed upload part by part."""
         attributes = {"Storage-Class": self.storage_class} if self.storage_class else None
-        whole = isinstance(data, (bytes, bytearray, memoryview))
-        small = whole and len(data) <= _SINGLE_PUT_LIMIT
-        mode = "create" if if_absent else None
+        whole = data if isinstance(data, (bytes, bytearray, memoryview)) else None
+        small = whole is not None and len(whole) <= _SINGLE_PUT_LIMIT
+        mode: Literal["create"] | None = "create" if if_absent else None
         try:
             obstore.put(self._store, key, data, attributes=attributes, mode=mode,
                         use_multipart=not small, chunk_size=_MULTIPART_CHUNK, max_concurrency=2)
@@ -292,7 +301,7 @@ class S3Store(Store):
                 # A retried create-only PUT finds the object its own lost first attempt stored: a small
                 # object holding exactly these bytes is that one (locks and records carry a unique token).
                 # Anything else is ObjectExists, and the caller compares (WAL: by the header's digest).
-                if whole and len(data) <= _COMPARE_LIMIT and self._holds(key, data):
+                if whole is not None and len(whole) <= _COMPARE_LIMIT and self._holds(key, whole):
                     return
                 raise ObjectExists(f"{key} already exists in {self.url}") from None
             raise self._error(exc, "writing", key, streamed=not small) from None
@@ -374,10 +383,12 @@ class S3Store(Store):
                     path = meta["path"]
                     if path.startswith(prefix):
                         yield ObjectInfo(path, meta["size"], meta["last_modified"].timestamp())
+                    elif start_after is not None and path > prefix:
+                        return      # in key order: nothing after this one has the prefix
         except Exception as exc:
             raise self._error(exc, "listing", prefix or "/") from None
 
-    def list_folder(self, folder: str) -> tuple[list[ObjectInfo], list[str]]:
+    def list_folder(self, folder: str) -> tuple[builtins.list[ObjectInfo], builtins.list[str]]:
         # a delimiter listing: S3 returns the folder's objects and one CommonPrefix per subfolder
         try:
             result = obstore.list_with_delimiter(self._store, prefix=folder.rstrip("/") or None)

@@ -3,6 +3,9 @@
 Every part is downloaded, decrypted, decompressed and walked member by member
 against its manifest (size and SHA-256 of every file), by the same code a
 restore uses (backup.extract.check_member); parts are checked in parallel.
+An incremental backup's chain is then read as its restore would read it
+(backup.incremental.ChainReader, writing nothing): each block checked against
+the newest block map, the chain tiling every file.
 """
 
 from __future__ import annotations
@@ -49,4 +52,14 @@ def check(store, backup, keyring, workers: int) -> tuple[list[str], dict]:
             slices.check_complete(f"backup {backup.name} in {store.url}")
         except WalshipError as exc:
             problems.append(exc.one_line())
-    return problems, {"checked": True, "parts": marker.parts, "files": files, "bytes": total}
+    facts: dict = {"checked": True, "parts": marker.parts, "files": files, "bytes": total}
+    if marker.info.chain and not problems:
+        # the chain: every block the newest map takes from an older backup is there and has its hash,
+        # and each backup supplies exactly the blocks it should (the files are tiled)
+        from walship.backup.incremental import ChainReader
+        try:
+            ChainReader(store, marker, keyring).run(workers, problems.append)
+        except WalshipError as exc:
+            problems.append(exc.one_line())
+        facts["chain"] = list(marker.info.chain)
+    return problems, facts

@@ -33,7 +33,9 @@ def check(store: Store, backups: list[BackupInfo], keyring: Keyring | None, quic
     """(problems, facts) of the repository's WAL; the windows are those of `chosen` (default: every backup)."""
     from walship.archive.fetch import download
 
-    archive = walarchive.load(store, keyring)
+    # quick: the summary of runs, checked against the objects (repo.walrunindex); full: every key listed,
+    # and the summary rewritten from that listing
+    archive = walarchive.load(store, keyring, exact=not quick)
     size = archive.segment_size
     problems: list[str] = []
     warnings: list[str] = []
@@ -55,8 +57,9 @@ def check(store: Store, backups: list[BackupInfo], keyring: Keyring | None, quic
     read = 0
     if not quick and since:
         start = Segment.parse(since, size)
-        names = [archive.name(tli, n) for tli, numbers in sorted(archive.numbers.items())
-                 for n in numbers if (tli, n) >= (start.timeline, start.number)]
+        names = [archive.name(tli, n) for tli in sorted(archive.starts)
+                 for a, b in zip(archive.starts[tli], archive.ends[tli]) for n in range(a, b + 1)
+                 if (tli, n) >= (start.timeline, start.number)]
 
         def read_one(name: str) -> str | None:
             try:

@@ -27,6 +27,7 @@ backup_label, an offline one its pg_control; PostgreSQL finds the start there.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 
 from walship import logs
 from walship.errors import ConfigError, IntegrityError
+from walship.pg.walnames import Segment, format_lsn, segments_per_log, timeline_of
 from walship.repo import layout
 from walship.repo.catalog import BackupInfo, BackupNotFound, BackupSource, RestoreRequest
 from walship.repo.layout import WALE_BACKUP_PREFIX, WALE_SENTINEL_SUFFIX
@@ -66,18 +68,20 @@ def start_point(name: str) -> StartPoint:
     if m is None:
         raise BackupNotFound(f"{name!r} is not a WAL-E backup name (base_<segment>_<offset>)")
     segment, offset = m["segment"], m["offset"]
-    prefix, seg = segment[:16], int(segment[16:], 16)
     if segment[16:] == offset:                # WAL-E's --while-offline naming
+        start = Segment.parse(segment, WALE_SEGMENT_SIZE)
+        per_log = segments_per_log(WALE_SEGMENT_SIZE)
+        first_of_log, seg = start.number - start.number % per_log, start.number % per_log
         numbers = sorted({0, seg >> 4, seg}) if seg >= 0x10 else [0]
-        return StartPoint(tuple(f"{prefix}{n:08X}" for n in numbers), None)
+        return StartPoint(tuple(Segment(start.timeline, first_of_log + n).name(WALE_SEGMENT_SIZE) for n in numbers),
+                          None)
     if not offset.isdigit():
         raise BackupNotFound(f"{name!r} has an offset that WAL-E never writes")
     return StartPoint((segment,), _lsn(segment, int(offset, 10)))
 
 
 def _lsn(segment: str, offset: int) -> str:
-    log, seg = int(segment[8:16], 16), int(segment[16:24], 16)
-    return f"{log:X}/{seg * WALE_SEGMENT_SIZE + offset:X}"
+    return format_lsn(Segment.parse(segment, WALE_SEGMENT_SIZE).start_lsn(WALE_SEGMENT_SIZE) + offset)
 
 
 def _resolve(store: Store, start: StartPoint) -> str:
@@ -113,7 +117,7 @@ class WaleBackups(BackupSource):
     def restore(self, backup: BackupInfo, dest: str, request: RestoreRequest) -> None:
         restore(self.store, backup, dest, request.settings, request.restore_spec)
 
-    def obsolete_keys(self, delete: list[BackupInfo], keep: list[BackupInfo]) -> list[str]:
+    def obsolete_keys(self, delete: builtins.list[BackupInfo], keep: builtins.list[BackupInfo]) -> builtins.list[str]:
         """Every object of a deleted WAL-E backup (its stop sentinel first), and every wal_005/ file before
         the start of the oldest kept backup of either kind; history files and what WAL-E did not write stay."""
         keys: list[str] = []
@@ -175,7 +179,7 @@ def _describe(store: Store, name: str, sentinel: ObjectInfo, size: int,
     started = version_file.mtime if version_file is not None else sentinel.mtime
     return BackupInfo(
         name=name, start_time=started, stop_time=sentinel.mtime,
-        start_lsn=start_lsn, stop_lsn=stop_lsn, timeline=int(name[5:13], 16),
+        start_lsn=start_lsn, stop_lsn=stop_lsn, timeline=timeline_of(start_wal),
         start_wal=start_wal, stop_wal=stop_wal, pg_version=pg_version,
         system_identifier="",                 # WAL-E never recorded it
         size=expanded, stored_size=size + sentinel.size,

@@ -24,7 +24,7 @@ class UnsupportedOption(Exception):
 # WAL-E global options with a value -> walship option (None: rewritten by a function below)
 _GLOBAL_WITH_VALUE = {
     "--s3-prefix": "--repo",
-    "--file-prefix": None,
+    "--file-prefix": "--repo",           # its value is rewritten as a file:// URL
     "--gpg-key-id": "--gpg-key-id",
 }
 _GLOBAL_FLAGS = {"--terse", "--aws-instance-profile"}
@@ -45,7 +45,9 @@ _SHORT_P = {"wal-push": "--pool-size", "wal-fetch": "--prefetch", "backup-push":
 _COMMANDS = {"wal-push", "wal-fetch", "wal-prefetch", "backup-push", "backup-fetch", "backup-list",
              "delete", "version"}
 # WAL-E options walship accepts and ignores, with a note
-_IGNORED = {"--cluster-read-rate-limit": "walship does not rate-limit reading the data directory"}
+_IGNORED: dict[str, str] = {}
+# WAL-E options walship spells otherwise, per command (same value: WAL-E's rate is bytes/s, a plain --max-rate too)
+_RENAMED = {("backup-push", "--cluster-read-rate-limit"): "--max-rate"}
 
 
 def translate(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -88,6 +90,8 @@ def translate(argv: list[str]) -> tuple[list[str], list[str]]:
             out.append(_SHORT_P[command])
         elif arg == "-n" and command == "delete":
             out.append("--dry-run")
+        elif (command, option) in _RENAMED:
+            out.append(_RENAMED[command, option] + arg[len(option):])     # keeps an =VALUE
         elif option in _IGNORED:
             notices.append(f"ignoring WAL-E option {option}: {_IGNORED[option]}")
             if "=" not in arg:

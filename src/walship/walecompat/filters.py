@@ -50,10 +50,13 @@ def run(filters: list[Filter], chunks: Iterable[bytes]) -> Generator[bytes, None
             procs.append(subprocess.Popen(f.argv, stdin=stdin, stdout=subprocess.PIPE, stderr=errs[i],
                                           close_fds=True))
             if i > 0:
-                procs[i - 1].stdout.close()   # only the next program holds the pipe now
+                previous_out = procs[i - 1].stdout
+                assert previous_out is not None       # stdout=PIPE
+                previous_out.close()   # only the next program holds the pipe now
         feeder = _Feeder(chunks, procs[0].stdin)
         feeder.start()
         out = procs[-1].stdout
+        assert out is not None
         while True:
             block = out.read(READ_SIZE)
             if not block:

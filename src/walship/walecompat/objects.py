@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
-
 from walship.errors import IntegrityError
 from walship.storage import Store
+
+TYPE_CHECKING = False          # collections.abc costs restore_command's cold miss 1.4 ms: annotations only
+if TYPE_CHECKING:
+    from collections.abc import Generator, Iterator
 
 _PEEK = 64
 

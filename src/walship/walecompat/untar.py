@@ -13,12 +13,14 @@ walship/restorefs.py, the same as for walship's own backups.
 
 from __future__ import annotations
 
+import builtins
 import stat
 import tarfile
 from typing import IO
 
 from walship.errors import IntegrityError
 from walship.restorefs import RestoreWriter
+from walship.streams import ChunkReader
 
 _WAL_DIRS = ("pg_wal", "pg_xlog")
 _BUF = 1 << 20
@@ -39,7 +41,7 @@ class Extraction:
     def bytes(self) -> int:
         return self.writer.bytes
 
-    def partition(self, stream: IO[bytes], part: str) -> None:
+    def partition(self, stream: IO[builtins.bytes] | ChunkReader, part: str) -> None:
         """Extract one tar stream; `part` names it in messages."""
         try:
             # 64 KiB reads: tarfile's default 10 KiB buffer costs a third more CPU
@@ -62,6 +64,7 @@ class Extraction:
             self.writer.mkdir(name, stat.S_IMODE(member.mode) | 0o700, member.mtime, part)
         elif member.isreg():
             source = tar.extractfile(member)
+            assert source is not None          # a regular member always has content
             self.writer.write_file(name, iter(lambda: source.read(_BUF), b""), stat.S_IMODE(member.mode),
                                    member.mtime, part)
         elif member.issym() and name in _WAL_DIRS:

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 
 from walship.errors import WalshipError
-from walship.monitoring.icinga import host_name
+from walship.reporting.icinga import host_name
 
 TIMEOUT_S = 10
 

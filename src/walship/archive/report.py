@@ -1,6 +1,6 @@
-"""Passive results and metrics after a wal-push or a backup-push.
+"""wal-push's passive result and metrics, sent through reporting/ after each call.
 
-Archiving: a failure is reported at once, every time; a success at most once
+A failure is reported at once, every time; a success at most once
 per `icinga_archive_ok_interval`, which keeps the service fresh without one
 Icinga result per WAL segment. The time of the last reported success is the
 mtime of a small file in the spool directory (next to pg_wal, like the spool's
@@ -9,8 +9,8 @@ once. Losing the file costs one extra OK result, nothing else. When no channel
 took a success, the next one is tried a minute later, not by every wal-push:
 an unreachable Icinga must not add its timeout to each segment.
 
-Reporting never changes the outcome of the archive or the backup: every channel
-that fails is logged as a warning and the others still run.
+Reporting never changes the outcome of the archive: every channel that fails is
+logged as a warning and the others still run.
 """
 
 from __future__ import annotations
@@ -20,13 +20,22 @@ import time
 
 from walship import logs
 from walship.archive import spool
-from walship.monitoring.plugin import CRITICAL, OK, WARNING, CheckResult, Perf, format_age, format_bytes
+from walship.reporting import channels
+from walship.reporting.plugin import CRITICAL, OK, CheckResult, Perf, format_bytes
 
 LAST_OK_REPORT = "last_ok_report"
 RETRY_UNSENT_OK_S = 60.0
 
 
-# --- WAL archiving -------------------------------------------------------------------
+def after_push(settings, ok: bool, results=None, error=None, segment: str | None = None) -> None:
+    """After each wal-push: passive result and metrics, when configured; never raises."""
+    if not channels.wanted(settings):
+        return
+    try:
+        archive(settings, ok=ok, results=results or [], error=error, segment=segment)
+    except Exception as exc:  # a failure to report is logged, never raised
+        logs.warning("report_failed", f"could not report the archive result: {exc}")
+
 
 def archive(settings, ok: bool, results, error=None, segment: str | None = None) -> None:
     name = os.path.basename(segment) if segment else "?"
@@ -36,13 +45,13 @@ def archive(settings, ok: bool, results, error=None, segment: str | None = None)
     result = archive_result(ok, name, results, error, backlog)
 
     if settings.metrics_file:
-        _guarded("metrics", lambda: _archive_metrics(settings.metrics_file, ok, name, results, backlog))
-    if not (settings.icinga_url or settings.nsca_host):
+        channels.guarded("metrics", lambda: _archive_metrics(settings.metrics_file, ok, name, results, backlog))
+    if not channels.passive_wanted(settings):
         return
     marker = os.path.join(state_dir, LAST_OK_REPORT) if state_dir else None
     if ok and marker and _reported_within(marker, settings.icinga_archive_ok_interval):
         return
-    sent = _send(settings, settings.icinga_service_archive, result)
+    sent = channels.send(settings, settings.icinga_service_archive, result)
     if marker:
         if not ok:
             _forget_ok(marker)
@@ -63,7 +72,7 @@ def archive_result(ok: bool, name: str, results, error, backlog: int | None) -> 
         perf.append(Perf("backlog", backlog))
     waiting = f"; {backlog} WAL files waiting (.ready)" if backlog else ""
     if not ok:
-        return CheckResult(CRITICAL, f"wal-push {name} failed: {_one_line(error)}{waiting}", perf)
+        return CheckResult(CRITICAL, f"wal-push {name} failed: {channels.one_line(error)}{waiting}", perf)
     if not results:
         return CheckResult(OK, f"{name} archived (by an earlier call){waiting}", perf)
     more = f" and {len(results) - 1} more" if len(results) > 1 else ""
@@ -84,7 +93,7 @@ def ready_backlog(wal_dir: str | None, state_dir: str | None, exclude: str | Non
 
 
 def _archive_metrics(path: str, ok: bool, name: str, results, backlog: int | None) -> None:
-    from walship.monitoring import metrics
+    from walship.reporting import metrics
     now = time.time()
     values: dict[str, float] = {}
     increment: tuple[str, ...] = ()
@@ -132,81 +141,3 @@ def _forget_ok(marker: str) -> None:
         pass
     except OSError as exc:
         logs.warning("report_state", f"cannot remove {marker}: {exc.strerror}")
-
-
-# --- base backups --------------------------------------------------------------------
-
-def backup(settings, ok: bool, backup=None, error=None, duration_s: float | None = None) -> None:
-    result = backup_result(ok, backup, error, duration_s)
-    if settings.metrics_file:
-        _guarded("metrics", lambda: _backup_metrics(settings.metrics_file, ok, backup, duration_s))
-    if settings.icinga_url or settings.nsca_host:
-        _send(settings, settings.icinga_service_backup, result)
-
-
-def backup_result(ok: bool, backup, error, duration_s: float | None) -> CheckResult:
-    duration = duration_s if duration_s is not None else getattr(backup, "duration_s", None)
-    perf = [Perf("duration", round(duration or 0, 3), "s")]
-    if not ok:
-        after = f" after {format_age(duration)}" if duration else ""
-        return CheckResult(CRITICAL, f"base backup failed{after}: {_one_line(error)}", perf)
-    perf += [Perf("size", backup.size, "B"), Perf("stored", backup.stored_size, "B")]
-    text = (f"base backup {backup.name} pushed: {format_bytes(backup.size)} "
-            f"(stored {format_bytes(backup.stored_size)}) in {format_age(duration or 0)}")
-    bad_pages = getattr(backup, "page_checksum_failures", None)
-    if bad_pages is not None:
-        perf.append(Perf("bad_pages", bad_pages, "", 1))
-    if bad_pages:
-        return CheckResult(WARNING, f"{text}, with {bad_pages} page{'s' if bad_pages != 1 else ''} whose checksum "
-                                    "was wrong (stored as found; backup-push's warnings name the files: check "
-                                    "the disk and run pg_checksums or pg_amcheck)", perf)
-    return CheckResult(OK, text, perf)
-
-
-def _backup_metrics(path: str, ok: bool, backup, duration_s: float | None) -> None:
-    from walship.monitoring import metrics
-    if ok:
-        values = {
-            "walship_last_backup_success_timestamp_seconds": round(backup.stop_time, 3),
-            "walship_last_backup_size_bytes": backup.size,
-            "walship_last_backup_stored_bytes": backup.stored_size,
-            "walship_last_backup_duration_seconds": round(duration_s or backup.duration_s, 3),
-        }
-        bad_pages = getattr(backup, "page_checksum_failures", None)
-        if bad_pages is not None:
-            values["walship_last_backup_bad_pages"] = bad_pages
-        metrics.update(path, values, counters=("walship_backup_failures_total",))
-    else:
-        metrics.update(path, {"walship_last_backup_failure_timestamp_seconds": round(time.time(), 3)},
-                       increment=("walship_backup_failures_total",))
-
-
-def _one_line(error) -> str:
-    if hasattr(error, "one_line"):
-        return error.one_line()
-    return str(error) or type(error).__name__   # KeyboardInterrupt has no text
-
-
-# --- channels ------------------------------------------------------------------------
-
-def _send(settings, service: str, result: CheckResult) -> bool:
-    """Send to every configured channel; True if at least one accepted the result."""
-    perfdata = [str(p) for p in result.perfdata]
-    sent = False
-    if settings.icinga_url:
-        from walship.monitoring import icinga
-        sent |= _guarded("icinga", lambda: icinga.submit(settings, service, result.state, result.output, perfdata))
-    if settings.nsca_host:
-        from walship.monitoring import nsca
-        sent |= _guarded("nsca", lambda: nsca.submit(settings, service, result.state, result.output, perfdata))
-    return sent
-
-
-def _guarded(channel: str, action) -> bool:
-    try:
-        action()
-        return True
-    except Exception as exc:   # never let reporting change the command's result
-        message = exc.one_line() if hasattr(exc, "one_line") else f"{type(exc).__name__}: {exc}"
-        logs.warning("report_failed", f"could not report to {channel}: {message}", error=message)
-        return False
