@@ -527,6 +527,18 @@ class ChainReader:
                 if r < len(runs):
                     number, stop = runs[r][0], runs[r][0] + runs[r][1]
 
+        def carried_block() -> Iterator[tuple[int, bytes]]:
+            """The block gathered across pieces, now whole: what of it the newest map takes from this backup."""
+            nonlocal taken
+            whole_block = bytes(carry)      # a copy: carry is reused for the next block
+            for first, n in wanted(number, 1):
+                taken += n
+                if check_ends:
+                    check(first, n, whole_block)
+                yield number * block, whole_block
+            advance(1)
+            carry.clear()
+
         for piece in data:
             view = memoryview(piece)
             if carry:
@@ -534,14 +546,7 @@ class ChainReader:
                 carry += view[:need]
                 view = view[need:]
                 if len(carry) == size_of(number):
-                    for first, n in wanted(number, 1):
-                        taken += n
-                        whole_block = bytes(carry)
-                        if check_ends:
-                            check(first, n, whole_block)
-                        yield number * block, whole_block
-                    advance(1)
-                    carry.clear()
+                    yield from carried_block()
             while view and r < len(runs):
                 whole = min(len(view) // block, stop - number)
                 if whole and size_of(number + whole - 1) < block:
@@ -560,14 +565,7 @@ class ChainReader:
                 carry += view[:size_of(number)]
                 view = view[len(carry):]
                 if len(carry) == size_of(number):
-                    for first, n in wanted(number, 1):
-                        taken += n
-                        whole_block = bytes(carry)
-                        if check_ends:
-                            check(first, n, whole_block)
-                        yield number * block, whole_block
-                    advance(1)
-                    carry.clear()
+                    yield from carried_block()
             if view:
                 raise IntegrityError(f"{path} in backup {name} holds more than its blocks",
                                      "the backup is corrupt; restore another one")
