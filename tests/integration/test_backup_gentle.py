@@ -8,11 +8,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import require_version
 from tests.support import pg, restore
 from walship.backup import priority
 from walship.backup.throttle import BURST_S
 from walship.config import parse_rate
+
+pytestmark = pytest.mark.serial       # read rates and the scheduler's view of the backup, measured
 
 LOWEST_BEST_EFFORT = 2 << 13 | 7
 

@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import require_version
 from tests.support import pg, restore
 
@@ -41,6 +43,7 @@ def _assert_nothing_left(repo_env: dict) -> None:
     assert not [k for k in restore.repo_keys(repo_env) if k.startswith("backups/")]
 
 
+@pytest.mark.serial
 def test_a_failing_archive_command_fails_the_backup_in_seconds_before_it_reads_a_file(cluster_factory, scratch):
     require_version(15)
     repo_env = restore.file_repo(scratch)
@@ -57,6 +60,7 @@ def test_a_failing_archive_command_fails_the_backup_in_seconds_before_it_reads_a
     _assert_nothing_left(repo_env)
 
 
+@pytest.mark.serial
 def test_archive_mode_off_fails_the_backup_at_once_naming_the_setting(cluster_factory, scratch):
     require_version(15)
     repo_env = restore.file_repo(scratch)

@@ -63,6 +63,7 @@ def archive(cluster_factory, scratch, moto, repo_kind: str, batches: int, rows: 
                                           rows=rows)
 
 
+@pytest.mark.serial                   # a share of the segments must come from the queue: workers that keep ahead
 @pytest.mark.parametrize("repo_kind", ["file", "s3"])
 def test_replay_is_served_from_the_queue_and_recovery_ending_leaves_no_worker_and_no_file(
         repo_kind, cluster_factory, scratch, moto):

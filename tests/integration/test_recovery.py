@@ -14,6 +14,8 @@ from tests.support.recovery import (
 )
 from walship.pg.recoveryfiles import COPY, read_restore_marker
 
+pytestmark = pytest.mark.serial       # replay must be served from the prefetch queue: workers that keep ahead of it
+
 
 # the file repository on every version, S3 on one (the S3 path is the same on all)
 @pytest.mark.parametrize("pg_version,repo_kind", [(15, "file"), (16, "file"), (18, "file"), (18, "s3")])

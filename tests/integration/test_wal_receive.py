@@ -88,6 +88,7 @@ def test_synchronous_mode_loses_no_acknowledged_commit_when_the_primary_dies(ver
     assert rows <= acknowledged | {max(acknowledged) + 1}
 
 
+@pytest.mark.serial
 def test_asynchronous_mode_loses_at_most_the_upload_interval(cluster_factory, scratch):
     repo_dir = pg.make_dir(scratch, "repo", 0o755)
     repo_env = {"WALSHIP_REPO": f"file://{repo_dir}"}

@@ -70,9 +70,17 @@ def make_dir(parent: str | Path, name: str, mode: int = 0o700) -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now. Under pytest-xdist each worker takes only ports of its own residue (gw0 even, gw1 odd with
+    two workers), so that two workers never hand out the same port between this check and the server's bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    mine = int(worker[2:]) % workers if worker.startswith("gw") and worker[2:].isdigit() and workers > 1 else None
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if mine is None or port % workers == mine:
+            return port
 
 
 def server_env(extra: dict | None = None) -> dict:
