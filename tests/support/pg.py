@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
+PRIVATE_PORTS = (20000, 32000)   # below Linux's ephemeral ports (32768-60999): test workers' servers
 WALSHIP = str(VENV_BIN / "walship")
 NPM_PG_DIR = Path(os.environ.get("WALSHIP_TEST_PG_DIR") or "/opt/walship/pg")   # scripts/setup's PG_DIR
 VERSIONS = (14, 15, 16, 17, 18)
@@ -70,17 +72,27 @@ def make_dir(parent: str | Path, name: str, mode: int = 0o700) -> Path:
 
 
 def free_port() -> int:
-    """A port free now. Under pytest-xdist each worker takes only ports of its own residue (gw0 even, gw1 odd with
-    two workers), so that two workers never hand out the same port between this check and the server's bind."""
+    """A port free now. Under pytest-xdist each worker draws ports from a range of its own, below the kernel's
+    ephemeral range (where connections and other servers' port-0 binds land), so that two workers never hand out
+    the same port between this check and the server's bind. (Filtering the kernel's port-0 choice would not do:
+    Linux gives bind() odd ports only.)"""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    mine = int(worker[2:]) % workers if worker.startswith("gw") and worker[2:].isdigit() and workers > 1 else None
-    while True:
+    if not (worker.startswith("gw") and worker[2:].isdigit() and workers > 1):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if mine is None or port % workers == mine:
-            return port
+            return s.getsockname()[1]
+    span = (PRIVATE_PORTS[1] - PRIVATE_PORTS[0]) // workers
+    low = PRIVATE_PORTS[0] + int(worker[2:]) % workers * span
+    for _ in range(1000):
+        port = random.randrange(low, low + span)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue                    # in use
+        return port
+    raise RuntimeError(f"no free port in {low}-{low + span - 1}")
 
 
 def server_env(extra: dict | None = None) -> dict:
