@@ -65,11 +65,17 @@ def time_recovery(restored: pg.Cluster) -> float:
     return elapsed
 
 
-def walship_round(base: Path, url: str, i: int) -> float:
-    restored = pg.Cluster(15, base, name=f"ws-{i}")
+def fetched(base: Path, url: str, name: str) -> pg.Cluster:
+    """The latest walship backup restored by backup-fetch, with the restore_command it writes."""
+    restored = pg.Cluster(15, base, name=name)
     r = pg.walship(["backup-fetch", str(restored.datadir), "LATEST", "--progress", "none", "--repo", url],
                    pg.server_env())
     assert r.returncode == 0, r.stderr
+    return restored
+
+
+def walship_round(base: Path, url: str, i: int) -> float:
+    restored = fetched(base, url, f"ws-{i}")
     try:
         return time_recovery(restored)
     finally:
@@ -77,10 +83,7 @@ def walship_round(base: Path, url: str, i: int) -> float:
 
 
 def floor_round(base: Path, url: str, i: int) -> float:
-    restored = pg.Cluster(15, base, name=f"floor-{i}")
-    r = pg.walship(["backup-fetch", str(restored.datadir), "LATEST", "--progress", "none", "--repo", url],
-                   pg.server_env())
-    assert r.returncode == 0, r.stderr
+    restored = fetched(base, url, f"floor-{i}")
     try:
         wal = Path(url.removeprefix("file://")) / "wal"
         for name in sorted(p.name for p in wal.iterdir() if len(p.name) == 24):

@@ -87,7 +87,7 @@ def pushing_to_a_server_of(monkeypatch, tmp_path):
         monkeypatch.setattr(push_module, "connect", lambda *a, **kw: _Connection())
         monkeypatch.setattr(backup_api, "server_facts", lambda conn: facts)
         monkeypatch.setattr(backup_api, "start_backup", start_backup)
-        monkeypatch.setattr(push_module, "_check_archiving", lambda *a: None)      # no server to switch WAL on
+        monkeypatch.setattr(push_module, "_start_archiving_check", lambda *a: lambda: None)  # no server to switch on
         monkeypatch.setattr(push_module, "_page_check_wanted", lambda *a: None)
         s = Settings(**settings)
         store = open_store(f"file://{repo}", s)

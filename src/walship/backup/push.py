@@ -2,9 +2,10 @@
 
     claim the repository                       -> refused, with nothing written, when another cluster owns it
     can WAL reach the repository?              -> archive_mode, pg_stat_archiver, a forced segment switch
-                                                  and a short wait for that segment in the repository
     take the repository lock
     pg_backup_start (one session, held open)   -> name the backup, announce it (RepositoryLock.announce)
+    the switched segment in the repository?    -> a short wait (the archiver stored it while PostgreSQL
+                                                  checkpointed for the start)
     walk PGDATA -> parts of ~backup_part_size  -> `backup_concurrency` workers each read, tar,
                                                   hash, compress and upload one part and its manifest
                                                   (and verify page checksums, when the cluster has them)
@@ -12,8 +13,8 @@
     stop segment in the repository?            -> walship waits, bounded, showing pg_stat_archiver
     completion marker, last
 
-The checks before pg_backup_start make a backup whose WAL would never arrive
-fail in seconds, before it reads a byte; the wait at the end is walship's,
+The checks before the first file is read make a backup whose WAL would never
+arrive fail in seconds, before it reads a byte; the wait at the end is walship's,
 not pg_backup_stop's, because PostgreSQL's waits forever, silently, while
 archiving fails, holding the repository lock.
 
@@ -69,13 +70,16 @@ PREFLIGHT_WAIT_S = 20.0        # a switched segment reaches a working archive in
 ARCHIVER_RETRIES = 3           # PostgreSQL's archiver tries a segment 3 times, then sleeps 60 s
 STILL_WAITING_EVERY_S = 10.0   # a log line while walship waits for the stop segment
 POLL_S = 0.5                   # the longest wait between two looks for a segment in the repository
-FIRST_POLL_S = 0.05            # the first: a working archive stores a segment in about 0.1-0.3 s
+FIRST_POLL_S = 0.02            # the first looks: a working archive stores a segment in about 0.1-0.3 s,
+FIRST_POLLS = 15               # so for 0.3 s every 20 ms (an incremental's whole run can be a second)
 
 
 def _polls() -> Iterator[float]:
-    """The waits between looks for a segment: short at first, since it usually arrives within a second,
-    then POLL_S (each look is a request to the store)."""
-    delay = FIRST_POLL_S
+    """The waits between looks for a segment: short at first, since it usually arrives within a second and each
+    wait is on the backup's own critical path, then growing to POLL_S (each look is a request to the store)."""
+    for _ in range(FIRST_POLLS):
+        yield FIRST_POLL_S
+    delay = FIRST_POLL_S * 2
     while True:
         yield delay
         delay = min(POLL_S, delay * 2)
@@ -118,22 +122,31 @@ def backup_push(pgdata: str, settings, store, lock: Callable[[], RepositoryLock]
         # first, before anything is written (even the lock): another cluster's repository is refused
         repo_record.claim(store, repo_record.ClusterIdentity(facts.system_identifier, facts.version // 10000,
                                                              facts.wal_segment_size), "backup-push")
+        archived_check: Callable[[], None] = _nothing
         if facts.in_recovery:
             if primary:
                 with _primary_connection(primary, facts) as on_primary:
                     _check_archiving(on_primary, store, "the primary")
         else:
-            _check_archiving(conn, store, "this server")
+            # the wait for the switched segment comes after pg_backup_start: the archiver stores it while
+            # PostgreSQL checkpoints, and still before a file is read
+            archived_check = _start_archiving_check(conn, store, "this server")
         pages = _page_check_wanted(conn, settings)
         with lock() as held:
             return _push_locked(conn, facts, pgdata, settings, store, progress_mode, held, primary, pages, mode,
-                                from_name)
+                                from_name, archived_check)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _push_locked(conn, facts: backup_api.ServerFacts, pgdata: str, settings, store, progress_mode: str,
                  held: RepositoryLock, primary: str | None,
-                 pages: backup_api.PageLayout | None, mode: str = "auto", from_name: str | None = None) -> BackupInfo:
-    """From pg_backup_start to the completion marker; held.check() may raise to keep it unmarked."""
+                 pages: backup_api.PageLayout | None, mode: str = "auto", from_name: str | None = None,
+                 archived_check: Callable[[], None] = _nothing) -> BackupInfo:
+    """From pg_backup_start to the completion marker; held.check() may raise to keep it unmarked.
+    archived_check: the end of the check that WAL reaches the repository, run before any file is read."""
     started = time.time()
     start = backup_api.start_backup(conn, facts.version, f"walship {_utc(started, '%Y-%m-%dT%H:%M:%SZ')}")
     facts = dataclasses.replace(facts, timeline=backup_api.backup_timeline(conn))
@@ -148,6 +161,7 @@ def _push_locked(conn, facts: backup_api.ServerFacts, pgdata: str, settings, sto
         from walship.pg.checksums import PageCheck  # numpy: only for clusters with data checksums
         page_check = PageCheck(walnames.parse_lsn(start.lsn), pages.blocks_per_segment)
     try:
+        archived_check()
         remove_leftovers(store, time.time(), keep=name)
         block_size = backup_api.page_layout(conn).block_size
         # chosen under the lock: delete cannot remove the parent while this backup reads it
@@ -256,6 +270,12 @@ def _page_check_wanted(conn, settings) -> backup_api.PageLayout | None:
 
 def _check_archiving(conn, store, where: str) -> None:
     """Before reading a file: WAL written now reaches the repository (or fail in seconds, naming the fix)."""
+    _start_archiving_check(conn, store, where)()
+
+
+def _start_archiving_check(conn, store, where: str) -> Callable[[], None]:
+    """The check of _check_archiving up to the forced segment switch (archive_mode off fails here); the wait
+    for that segment in the repository is returned, to be called on the same connection before a file is read."""
     status = backup_api.archiver_status(conn)
     if status.archive_mode == "off":
         raise WalshipError(f"archive_mode is off on {where}: no WAL reaches {store.url}, so no backup taken "
@@ -268,8 +288,13 @@ def _check_archiving(conn, store, where: str) -> None:
     except PostgresError:
         # a backup role without EXECUTE on pg_switch_wal: what the archiver last did has to do
         _check_archived_so_far(status, store)
-        return
-    deadline = time.monotonic() + PREFLIGHT_WAIT_S
+        return _nothing
+    deadline = time.monotonic() + PREFLIGHT_WAIT_S        # counted from the switch
+    return lambda: _wait_for_switched_segment(conn, store, segment, status, deadline)
+
+
+def _wait_for_switched_segment(conn, store, segment: str, status: backup_api.ArchiverStatus,
+                               deadline: float) -> None:
     polls = _polls()
     while not store.exists(wal_key(segment)):
         now = backup_api.archiver_status(conn)
