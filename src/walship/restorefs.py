@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -115,18 +116,24 @@ class RestoreWriter:
         creates it (exclusively) at its size, the others write into it, consecutive blocks in one pwrite.
         meta (mode, mtime), from the backup that names the file, is applied by finish. The bytes written."""
         path = self._file_path(name, what)
-        with self._lock:
+        blocks = iter(blocks)
+        head = next(blocks, None)      # a backup that supplies no block of the file does not open it: a chain
+        with self._lock:               # of 9 opened each of the cluster's files 9 times, 8 of them for nothing
             first = name not in self._block_files
-            fd = self._create(path, name, what) if first else os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
             if first:
                 self._block_files[name] = None
             if meta is not None:
                 self._block_files[name] = meta
+            if not first and head is None:
+                return 0
+            fd = self._create(path, name, what) if first else os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
         written = 0
         try:
             if first:
                 reserve(fd, file_size)
                 os.ftruncate(fd, file_size)        # where fallocate cannot, and for a file without a block (empty)
+            if head is not None:
+                blocks = itertools.chain((head,), blocks)
             # consecutive blocks go out in one pwritev of the views themselves: a copy into one growing buffer
             # cost a fresh mapping, and a page fault per 4 KiB, for every MiB written
             run: list[bytes | memoryview] = []

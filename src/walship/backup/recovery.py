@@ -202,11 +202,13 @@ def walship_executable() -> str:
 
 
 def restore_command(executable: str, repo: str, config_path: str | None) -> str:
+    """A rename when the prefetch queue holds the segment (archive/queue.py fast_path), else wal-fetch."""
+    from walship.archive import queue
     words = [executable, "wal-fetch", "%f", "%p", "--repo", repo]
     if config_path:
         words += ["--config", os.path.abspath(config_path)]
     # %f and %p stay unquoted: PostgreSQL substitutes them before the shell runs the command
-    return " ".join(w if w in ("%f", "%p") else shlex.quote(w) for w in words)
+    return f"{queue.fast_path()} || " + " ".join(w if w in ("%f", "%p") else shlex.quote(w) for w in words)
 
 
 def copy_archiving_lines(origin: str) -> list[str]:
