@@ -107,7 +107,8 @@ def main() -> int:
         config.write_text("fetch_prefetch = 0\nlog_destination = \"none\"\n")   # every call cold and quiet
         pg.chown_postgres(config)
         out = pg.make_dir(base, "out")
-        ours_cmd = f"{WALSHIP} wal-fetch %f %p --repo {url} --config {config}"
+        from walship.backup.recovery import restore_command
+        ours_cmd = restore_command(WALSHIP, url, str(config))        # what backup-fetch writes, fast path included
         theirs_cmd = f"pgbackrest --config={conf} --stanza=main archive-get %f %p"
         fetched: dict[str, list] = {"walship": [], "pgbackrest": []}
         for name in names:                                         # interleaved: the same noise for both

@@ -83,7 +83,7 @@ def _url(*schemes: str) -> Callable[[str], str | None]:
 def _syslog_address(value: str) -> str | None:
     if value.startswith(("udp://", "tcp://")):
         host, _, port = value.partition("://")[2].rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not port.isdecimal() or not 0 < int(port) < 65536:
             return "expected udp://host:port or tcp://host:port"
         return None
     if not value.startswith("/"):
@@ -162,6 +162,8 @@ _OPTIONS = (
            "many backups, the full counted (0: always a full)", low=0, high=1000),
     Option("full_max_age_days", "float", None, "... and takes a full once the chain's full is older than this",
            low=0, high=100000),
+    Option("full_chain_size", "float", 1.0, "... or once the chain's incrementals together store more than this "
+           "many times its full (a restore reads every backup of the chain; 0: no limit)", low=0, high=1000),
 
     # logging
     Option("log_destination", "str", "stderr", "where log lines go", choices=("stderr", "syslog", "both", "none"),

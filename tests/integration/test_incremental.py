@@ -11,34 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.support import pg, restore
+from tests.support.incremental import create_changing_tables, digests, first_round, pgbench
 from tests.support.restore import STAMPED
-
-TABLES = {                      # table -> (columns digested, key)
-    "pgbench_accounts": ("aid::text || abalance", "aid"),
-    "pgbench_branches": ("bid::text || bbalance", "bid"),
-    "pgbench_tellers": ("tid::text || tbalance", "tid"),
-    "pgbench_history": ("tid::text || bid || aid || delta || mtime", "tid, bid, aid, delta, mtime"),
-    "grown": ("id::text || pad", "id"),
-    "shrunk": ("id::text || pad", "id"),
-    "fresh": ("id::text || pad", "id"),
-    "rewritten": ("id::text || pad", "id"),
-    "stamped": ("id::text", "id"),
-}
-
-
-def _pgbench(c: pg.Cluster, *args: str) -> None:
-    r = pg.run_as_postgres([c.program("pgbench"), "-h", str(c.sockdir), "-p", str(c.port), "-U", "postgres",
-                            *args, "postgres"], env=c.env, check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def _push(c: pg.Cluster, *flags: str, **env) -> dict:
     restore.backup_push(c, *flags, **env)
     return restore.backups(c.process_env)[-1]
-
-
-def _digests(c: pg.Cluster) -> dict:
-    return {t: restore.digest(c, t, *spec) for t, spec in TABLES.items()}
 
 
 def _other_db_rows(c: pg.Cluster, db: str) -> list:
@@ -64,26 +43,15 @@ def test_a_chain_restores_its_newest_backup_and_a_point_inside_it_exactly(cluste
     c.initdb("summarize_wal = on\n" if summaries else "")
     c.set_archiving()
     c.start()
-    _pgbench(c, "-i", "-s", "2", "-q")
+    pgbench(c, "-i", "-s", "2", "-q")
     c.sql(STAMPED)
-    c.sql("CREATE TABLE grown (id int PRIMARY KEY, pad text)")
-    c.sql("INSERT INTO grown SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
-    c.sql("CREATE TABLE shrunk AS SELECT g AS id, repeat(md5(g::text), 4) AS pad FROM generate_series(1, 20000) g")
-    c.sql("CREATE TABLE doomed AS SELECT g AS id FROM generate_series(1, 5000) g")
-    c.sql("CREATE TABLE rewritten AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 5000) g")
-    c.sql("CREATE INDEX rewritten_pad ON rewritten (pad)")
+    create_changing_tables(c)
     c.sql("CREATE UNLOGGED TABLE scratchpad AS SELECT g AS id FROM generate_series(1, 1000) g")
     full = _push(c, "--full")
     assert (full["backup_type"], full["parent"], full["chain_depth"]) == ("full", None, 0)
 
     # 1: pgbench traffic, relation extension, truncation at the end of a file, a dropped and a new table
-    _pgbench(c, "-t", "200", "-c", "2", "-n")
-    c.sql("INSERT INTO grown SELECT g, md5(g::text) FROM generate_series(1001, 30000) g")
-    c.sql("DELETE FROM shrunk WHERE id > 2000")
-    c.sql("VACUUM shrunk")                                 # gives the emptied tail pages back: the file shrinks
-    c.sql("DROP TABLE doomed")
-    c.sql("CREATE TABLE fresh AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 3000) g")
-    restore.stamp_rows(c, 1, 3)
+    first_round(c, grown_to=30000)
     first = _push(c, "--incremental")
     assert (first["backup_type"], first["parent"], first["chain_depth"]) == ("incremental", full["name"], 1)
     assert first["stored_size"] < full["stored_size"] / 2, (first["stored_size"], full["stored_size"])
@@ -95,7 +63,7 @@ def test_a_chain_restores_its_newest_backup_and_a_point_inside_it_exactly(cluste
     c.sql("VACUUM FULL rewritten")
     c.sql("CLUSTER pgbench_branches USING pgbench_branches_pkey")
     c.sql("UPDATE shrunk SET pad = 'x' WHERE id = 5")
-    _pgbench(c, "-t", "100", "-c", "2", "-n")
+    pgbench(c, "-t", "100", "-c", "2", "-n")
     restore.stamp_rows(c, 4, 3)
     second = _push(c, WALSHIP_FULL_EVERY="4")              # full_every: a flagless push continues the chain
     assert (second["backup_type"], second["parent"], second["chain_depth"]) == ("incremental", first["name"], 2)
@@ -115,14 +83,14 @@ def test_a_chain_restores_its_newest_backup_and_a_point_inside_it_exactly(cluste
     assert [b.get("wal_summaries") for b in (first, second, third)] == [summaries] * 3
     restore.stamp_rows(c, 13, 2)
     c.wait_archived(c.switch_wal())
-    expected = _digests(c)
+    expected = digests(c)
     dbs = {db: _other_db_rows(c, db) for db in ("by_wal_log", "by_file_copy")}
 
     r = pg.walship(["verify", third["name"], "--json"], pg.server_env(repo_env))
     assert r.returncode == 0, r.stdout + r.stderr
 
     newest = restore.restore(version, cluster_factory, "newest", repo_env, "LATEST")
-    assert _digests(newest) == expected
+    assert digests(newest) == expected
     assert {db: _other_db_rows(newest, db) for db in dbs} == dbs
     assert newest.scalar("SELECT count(*) FROM scratchpad") == 0       # unlogged: reset by recovery, as in a full
     assert newest.scalar("SELECT to_regclass('doomed')") is None

@@ -12,27 +12,12 @@ import time
 import pytest
 
 from tests.support import pg, restore
+from tests.support.incremental import TABLES as INCREMENTAL_TABLES
+from tests.support.incremental import create_changing_tables, digests, first_round, pgbench
 from tests.support.restore import STAMPED
 
-TABLES = {                      # table -> (columns digested, key)
-    "pgbench_accounts": ("aid::text || abalance", "aid"),
-    "pgbench_branches": ("bid::text || bbalance", "bid"),
-    "pgbench_tellers": ("tid::text || tbalance", "tid"),
-    "pgbench_history": ("tid::text || bid || aid || delta || mtime", "tid, bid, aid, delta, mtime"),
-    "still": ("id::text || pad", "id"),
-    "grown": ("id::text || pad", "id"),
-    "shrunk": ("id::text || pad", "id"),
-    "fresh": ("id::text || pad", "id"),
-    "rewritten": ("id::text || pad", "id"),
-    "stamped": ("id::text", "id"),
-}
+TABLES = {**INCREMENTAL_TABLES, "still": ("id::text || pad", "id")}
 DATABASES = ("by_wal_log", "by_file_copy", "reborn_copy", "reborn_wal")
-
-
-def _pgbench(c: pg.Cluster, *args: str) -> None:
-    r = pg.run_as_postgres([c.program("pgbench"), "-h", str(c.sockdir), "-p", str(c.port), "-U", "postgres",
-                            *args, "postgres"], env=c.env, check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def _push(c: pg.Cluster, *flags: str) -> tuple[dict, str]:
@@ -55,10 +40,6 @@ def _db_rows(c: pg.Cluster, db: str) -> list:
         return conn.execute("SELECT count(*), md5(string_agg(id || v, ',' ORDER BY id)) FROM t").fetchall()
 
 
-def _digests(c: pg.Cluster) -> dict:
-    return {t: restore.digest(c, t, *spec) for t, spec in TABLES.items()}
-
-
 def _summarized(backup: dict, log: str) -> None:
     """The summaries were used: said in the log line, recorded, and far fewer blocks read than held."""
     assert backup["wal_summaries"] is True, log
@@ -79,15 +60,10 @@ def test_a_chain_read_through_wal_summaries_restores_exactly(cluster_factory, sc
     c.initdb("summarize_wal = on\n")
     c.set_archiving()
     c.start()
-    _pgbench(c, "-i", "-s", "1", "-q")
+    pgbench(c, "-i", "-s", "1", "-q")
     c.sql(STAMPED)
     c.sql("CREATE TABLE still AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 150000) g")
-    c.sql("CREATE TABLE grown (id int PRIMARY KEY, pad text)")
-    c.sql("INSERT INTO grown SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
-    c.sql("CREATE TABLE shrunk AS SELECT g AS id, repeat(md5(g::text), 4) AS pad FROM generate_series(1, 20000) g")
-    c.sql("CREATE TABLE doomed AS SELECT g AS id FROM generate_series(1, 5000) g")
-    c.sql("CREATE TABLE rewritten AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 5000) g")
-    c.sql("CREATE INDEX rewritten_pad ON rewritten (pad)")
+    create_changing_tables(c)
     # databases copied from a template, dropped and copied again under the same OID: the same paths, the same
     # relfilenodes, new content (FILE_COPY writes no WAL record per block)
     c.sql("CREATE DATABASE tmpl")
@@ -99,13 +75,7 @@ def test_a_chain_read_through_wal_summaries_restores_exactly(cluster_factory, sc
     assert full["blocks_read"] == full["blocks_held"] > 0
 
     # 1: pgbench traffic, relation extension, truncation by VACUUM, a dropped and a new table
-    _pgbench(c, "-t", "200", "-c", "2", "-n")
-    c.sql("INSERT INTO grown SELECT g, md5(g::text) FROM generate_series(1001, 20000) g")
-    c.sql("DELETE FROM shrunk WHERE id > 2000")
-    c.sql("VACUUM shrunk")                                 # gives the emptied tail pages back: the file shrinks
-    c.sql("DROP TABLE doomed")
-    c.sql("CREATE TABLE fresh AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 3000) g")
-    restore.stamp_rows(c, 1, 3)
+    first_round(c, grown_to=20000)
     first, log = _push(c, "--incremental")
     assert first["parent"] == full["name"]
     _summarized(first, log)
@@ -124,7 +94,7 @@ def test_a_chain_read_through_wal_summaries_restores_exactly(cluster_factory, sc
     c.sql("DELETE FROM shrunk WHERE id > 500")
     c.sql("VACUUM shrunk")
     c.sql("INSERT INTO shrunk SELECT g, repeat(md5((-g)::text), 4) FROM generate_series(501, 3000) g")
-    _pgbench(c, "-t", "100", "-c", "2", "-n")
+    pgbench(c, "-t", "100", "-c", "2", "-n")
     restore.stamp_rows(c, 4, 3)
     second, log = _push(c, "--incremental")
     assert second["parent"] == first["name"] and second["wal_summaries"] is True, log
@@ -141,12 +111,12 @@ def test_a_chain_read_through_wal_summaries_restores_exactly(cluster_factory, sc
     _summarized(third, log)
     restore.stamp_rows(c, 7, 2)
     c.wait_archived(c.switch_wal())
-    expected = _digests(c)
+    expected = digests(c, TABLES)
     dbs = {db: _db_rows(c, db) for db in DATABASES}
     assert dbs["reborn_copy"] != _db_rows(c, "by_file_copy")      # the template's second content, not the first
 
     newest = restore.restore(version, cluster_factory, "newest", repo_env, "LATEST")
-    assert _digests(newest) == expected
+    assert digests(newest, TABLES) == expected
     assert {db: _db_rows(newest, db) for db in DATABASES} == dbs
     assert newest.scalar("SELECT to_regclass('doomed')") is None
     restore.check_integrity(newest)

@@ -181,6 +181,26 @@ def test_full_every_and_full_max_age_decide_a_flagless_push(tmp_path):
     assert _parent_of(tmp_path, [full, one], mode="auto", full_every=3, full_max_age_days=0.05) is None
 
 
+def test_a_flagless_push_takes_a_full_once_the_chain_stores_more_than_its_full(tmp_path, capfd):
+    from walship import logs
+    logs.setup("backup-push")
+    full = _info("full", 100, stored_size=1000)
+    one = _info("one", 200, backup_type="incremental", parent="full", chain=("full",), stored_size=600)
+    two = _info("two", 300, backup_type="incremental", parent="one", chain=("full", "one"), stored_size=300)
+    parent = _parent_of(tmp_path, [full, one, two], mode="auto", full_every=10)      # 900 of 1000: go on
+    assert parent is not None and parent.info.name == "two"
+    three = _info("three", 400, backup_type="incremental", parent="two", chain=("full", "one", "two"),
+                  stored_size=200)
+    assert _parent_of(tmp_path, [full, one, two, three], mode="auto", full_every=10) is None   # 1100 > 1000
+    assert "taking a full: the 3 incrementals after full store 1.10x what it does" in capfd.readouterr().err
+    parent = _parent_of(tmp_path, [full, one, two, three], mode="auto", full_every=10, full_chain_size=2)
+    assert parent is not None and parent.info.name == "three"
+    parent = _parent_of(tmp_path, [full, one, two, three], mode="auto", full_every=10, full_chain_size=0)
+    assert parent is not None                                                       # 0: no limit
+    parent = _parent_of(tmp_path, [full, one, two, three], mode="incremental")       # asked for: not overruled
+    assert parent is not None and parent.info.name == "three"
+
+
 # --- a chain restore's two ways through a member ---------------------------------------------------
 
 def _reader(chain_length: int, destination):

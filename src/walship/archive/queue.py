@@ -207,7 +207,7 @@ class Worker:
         self.refused: set[str] = set()        # failed its check: wal-fetch downloads it and says why
         self.server = postmaster_pid(pgdata)
         self.placed: dict[str, int] = {}      # segments this worker queued that are still there: their size
-        import threading                      # here: wal-fetch imports this module, and starts no thread
+        import threading  # here: wal-fetch imports this module, and starts no thread
         self._lock = threading.Lock()         # placed, not_yet and refused change in the download threads
 
     def wanted(self, position: str) -> list[str]:

@@ -115,7 +115,7 @@ class WalshipBackups(BackupSource):
             fetch.restore_incremental(self.store, backup.name, dest, request.settings, request.tablespace_map,
                                       request.progress_mode, request.keyring)
             return
-        fetch._restore(self.store, backup.name, dest, request.settings, request.tablespace_map,
+        fetch.restore_full(self.store, backup.name, dest, request.settings, request.tablespace_map,
                        request.progress_mode, request.keyring)
 
     def obsolete_keys(self, delete: builtins.list[BackupInfo], keep: builtins.list[BackupInfo]) -> builtins.list[str]:

@@ -275,15 +275,9 @@ def check_destination(dest: str) -> None:
         raise ConfigError(f"restore destination {dest} is not empty", "restore into a new or empty directory")
 
 
-def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progress_mode: str, keyring) -> None:
-    marker = catalog.read_marker(store, name)
-    try:
-        os.makedirs(dest, mode=0o700, exist_ok=True)
-        os.chmod(dest, 0o700)
-        links = _make_tablespace_links(dest, marker.tablespaces, remap)
-        destination = Destination(dest, links)
-        bar = progress.make(progress_mode, f"restore {name}", marker.info.size)
-
+def restore_full(store, name: str, dest: str, settings, remap: dict[str, str], progress_mode: str, keyring) -> None:
+    """A full backup: its parts extracted by backup_concurrency workers."""
+    def read_parts(marker: catalog.Marker, destination: Destination, bar) -> None:
         def extract(number: int) -> None:
             destination.extract_part(part_stream(store, name, number, keyring),
                                      part_manifest(store, name, number, keyring),
@@ -297,17 +291,25 @@ def _restore(store, name: str, dest: str, settings, remap: dict[str, str], progr
             except BaseException:
                 pool.shutdown(cancel_futures=True)     # a failed part fails the restore: start no other
                 raise
-        _rewrite_tablespace_map(dest, links)
-        destination.finish(f"backup {name} in {store.url}")
-        bar.close()
-    except OSError as exc:
-        raise disk_error(exc, dest) from None
+
+    _restore_into(store, name, dest, remap, progress_mode, read_parts)
 
 
 def restore_incremental(store, name: str, dest: str, settings, remap: dict[str, str], progress_mode: str,
                         keyring) -> None:
-    """An incremental backup: every part of its chain in one pass (backup/incremental.py), then as _restore."""
+    """An incremental backup: every part of its chain in one pass (backup/incremental.py)."""
     from walship.backup.incremental import ChainReader
+
+    def read_parts(marker: catalog.Marker, destination: Destination, bar) -> None:
+        ChainReader(store, marker, keyring, destination, bar).run(settings.backup_concurrency)
+
+    _restore_into(store, name, dest, remap, progress_mode, read_parts)
+
+
+def _restore_into(store, name: str, dest: str, remap: dict[str, str], progress_mode: str,
+                  read_parts: Callable[[catalog.Marker, Destination, object], None]) -> None:
+    """What both restores do around reading the parts: the destination and its tablespace links first, the
+    tablespace map, the check that every file is whole and the flush to disk after."""
     marker = catalog.read_marker(store, name)
     try:
         os.makedirs(dest, mode=0o700, exist_ok=True)
@@ -315,7 +317,7 @@ def restore_incremental(store, name: str, dest: str, settings, remap: dict[str, 
         links = _make_tablespace_links(dest, marker.tablespaces, remap)
         destination = Destination(dest, links)
         bar = progress.make(progress_mode, f"restore {name}", marker.info.size)
-        ChainReader(store, marker, keyring, destination, bar).run(settings.backup_concurrency)
+        read_parts(marker, destination, bar)
         _rewrite_tablespace_map(dest, links)
         destination.finish(f"backup {name} in {store.url}")
         bar.close()
@@ -375,7 +377,7 @@ def parse_tablespace_options(values: list[str] | None) -> dict[str, str]:
     out = {}
     for value in values or ():
         oid, sep, location = value.partition("=")
-        if not sep or not oid.isdigit() or not os.path.isabs(location):
+        if not sep or not oid.isdecimal() or not os.path.isabs(location):
             raise ConfigError(f"--tablespace {value!r} is not OID=/absolute/dir")
         out[oid] = location
     return out

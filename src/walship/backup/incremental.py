@@ -61,8 +61,10 @@ identifier, PostgreSQL major, block size and WAL segment size) with block
 maps, on the server's timeline or one in its history; WAL-E backups and
 backups of older walship versions (no block maps) never are. `--from NAME`
 names it, `--full` forces a full; without a flag, `full_every` (the most
-backups of a chain, the full counted; 0: every flagless push is a full) and
-`full_max_age_days` decide, so a daily cron line needs no change. A killed
+backups of a chain, the full counted; 0: every flagless push is a full),
+`full_max_age_days` and `full_chain_size` (a full once the chain's incrementals
+store more than this many times its full: a restore reads them all) decide,
+so a daily cron line needs no change. A killed
 incremental has no completion marker: never listed, so never a parent.
 
 Restore: every part of every backup of the chain is read once, by the same
@@ -155,6 +157,15 @@ def choose_parent(backups: list[BackupInfo], store, settings, mode: str, from_na
             return None
         full = next(b for b in backups if b.name == chain[0])
         if settings.full_max_age_days and (now or time.time()) - full.start_time > settings.full_max_age_days * 86400:
+            return None
+        # a restore reads every backup of its chain whole: once the incrementals store more than the full,
+        # the next restore reads more than two fulls' worth, and a full is the cheaper next backup
+        stored = sum(b.stored_size for b in backups if b.name in chain[1:])
+        if settings.full_chain_size and stored > settings.full_chain_size * full.stored_size:
+            logs.info("full_for_chain_size",
+                      f"taking a full: the {len(chain) - 1} incrementals after {full.name} store "
+                      f"{stored / max(full.stored_size, 1):.2f}x what it does (full_chain_size "
+                      f"{settings.full_chain_size:g})")
             return None
     return Parent(newest, chain)
 

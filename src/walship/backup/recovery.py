@@ -115,14 +115,14 @@ class Target:
             parse_target_time(self.time)
         if self.lsn is not None and not _LSN.match(self.lsn.strip()):
             raise ConfigError(f"--target-lsn {self.lsn!r} is not an LSN", "use the form 16/B374D848 (hex/hex)")
-        if self.xid is not None and not (self.xid.strip().isdigit() and int(self.xid) < 1 << 64):
+        if self.xid is not None and not (self.xid.strip().isdecimal() and int(self.xid) < 1 << 64):
             raise ConfigError(f"--target-xid {self.xid!r} is not a transaction ID",
                               "use the decimal number, e.g. from SELECT pg_current_xact_id() or txid_current()")
         if self.name is not None and not (0 < len(self.name) <= MAX_RESTORE_POINT_NAME and "\n" not in self.name):
             raise ConfigError(f"--target-name {self.name!r} is not a restore point name",
                               f"the name given to pg_create_restore_point() (1 to {MAX_RESTORE_POINT_NAME} bytes)")
         if self.timeline is not None and not (self.timeline in ("latest", "current")
-                                              or (self.timeline.isdigit() and 0 < int(self.timeline) < 1 << 32)):
+                                              or (self.timeline.isdecimal() and 0 < int(self.timeline) < 1 << 32)):
             raise ConfigError(f"--target-timeline {self.timeline!r} is not a timeline",
                               "use latest, current, or a timeline number (see the .history files in the repository)")
 

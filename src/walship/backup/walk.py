@@ -68,7 +68,7 @@ def tablespaces(pgdata: str) -> list[Tablespace]:
     found = []
     for name in sorted(os.listdir(tblspc)) if os.path.isdir(tblspc) else ():
         path = os.path.join(tblspc, name)
-        if name.isdigit() and os.path.islink(path):
+        if name.isdecimal() and os.path.islink(path):
             found.append(Tablespace(name, os.readlink(path)))
     return found
 

@@ -56,7 +56,7 @@ def postmaster_pid(pgdata: str = ".") -> int | None:
             first = fh.readline().strip()
     except OSError:
         return None
-    return int(first) if first.isdigit() else None
+    return int(first) if first.isdecimal() else None
 
 
 def remove_signal_files(pgdata: str) -> None:

@@ -175,7 +175,7 @@ def parse_history(text: str) -> list[tuple[int, int, str]]:
         if not line or line.startswith("#"):
             continue
         parts = line.split(None, 2)
-        if len(parts) < 2 or not parts[0].isdigit():
+        if len(parts) < 2 or not parts[0].isdecimal():
             raise WalshipError(f"malformed timeline history line {line!r}")
         entries.append((int(parts[0]), parse_lsn(parts[1]), parts[2] if len(parts) > 2 else ""))
     return entries

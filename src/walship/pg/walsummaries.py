@@ -60,11 +60,11 @@ class RelationFile:
 def relation_file(path: str) -> RelationFile | None:
     """base/<db>/<rel>[_fork][.<seg>], global/<rel>..., pg_tblspc/<spc>/<version>/<db>/<rel>...; else None."""
     parts = path.split("/")
-    if len(parts) == 3 and parts[0] == "base" and parts[1].isdigit():
+    if len(parts) == 3 and parts[0] == "base" and parts[1].isdecimal():
         spc, db = DEFAULT_TABLESPACE, int(parts[1])
     elif len(parts) == 2 and parts[0] == "global":
         spc, db = GLOBAL_TABLESPACE, 0
-    elif len(parts) == 5 and parts[0] == "pg_tblspc" and parts[1].isdigit() and parts[3].isdigit():
+    elif len(parts) == 5 and parts[0] == "pg_tblspc" and parts[1].isdecimal() and parts[3].isdecimal():
         spc, db = int(parts[1]), int(parts[3])
     else:
         return None

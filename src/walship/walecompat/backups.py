@@ -75,7 +75,7 @@ def start_point(name: str) -> StartPoint:
         numbers = sorted({0, seg >> 4, seg}) if seg >= 0x10 else [0]
         return StartPoint(tuple(Segment(start.timeline, first_of_log + n).name(WALE_SEGMENT_SIZE) for n in numbers),
                           None)
-    if not offset.isdigit():
+    if not offset.isdecimal():
         raise BackupNotFound(f"{name!r} has an offset that WAL-E never writes")
     return StartPoint((segment,), _lsn(segment, int(offset, 10)))
 
@@ -171,7 +171,7 @@ def _describe(store: Store, name: str, sentinel: ObjectInfo, size: int,
     pg_version = 0
     if version_file is not None:
         pg_version = pg_version_number(store.get(version_file.key).decode(errors="replace"))
-    if start.lsn is not None and stop_offset.isdigit() and re.fullmatch(r"[0-9A-F]{24}", stop_wal):
+    if start.lsn is not None and stop_offset.isdecimal() and re.fullmatch(r"[0-9A-F]{24}", stop_wal):
         start_lsn, stop_lsn = start.lsn, _lsn(stop_wal, int(stop_offset, 10))
     else:                                     # offline: the shutdown checkpoint, in the start segment
         start_lsn = stop_lsn = _lsn(start_wal, 0)
@@ -282,7 +282,7 @@ def _prepare_tablespaces(dest: str, backup_spec: dict, restore_spec: str | None)
     os.makedirs(os.path.join(dest, "pg_tblspc"), mode=0o700, exist_ok=True)
     for oid in oids:
         loc = mapping[oid].get("loc")
-        if not oid.isdigit() or not loc or not os.path.isabs(loc):
+        if not oid.isdecimal() or not loc or not os.path.isabs(loc):
             raise IntegrityError(f"the WAL-E backup's tablespace spec for {oid!r} is not usable: {mapping[oid]}")
         if os.path.isdir(loc) and os.listdir(loc):
             raise ConfigError(f"tablespace {oid} would be restored into {loc}, which is not empty",
