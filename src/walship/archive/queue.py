@@ -103,26 +103,25 @@ def fast_path(dest: str = "%p") -> str:
 def read_position(pdir: str) -> str | None:
     """Where replay is: the segment named by the newer of `.position` (wal-fetch) and `.served` (the fast
     path). Either may be caught empty while the shell rewrites it: then the other, or None."""
-    found: list[tuple[int, str]] = []
-    for entry in (POSITION, SERVED):
-        path = os.path.join(pdir, entry)
-        try:
-            with open(path) as fh:
-                name = fh.read().strip()
-            changed = os.stat(path).st_mtime_ns
-        except OSError:
-            continue
-        if name:
-            found.append((changed, name))
+    found = [named for named in (_read_name(pdir, POSITION), _read_name(pdir, SERVED)) if named[1]]
     return max(found)[1] if found else None
 
 
 def read_served(pdir: str) -> str | None:
+    return _read_name(pdir, SERVED)[1]
+
+
+def _read_name(pdir: str, entry: str) -> tuple[int, str | None]:
+    """(when it was written, the segment name) of one of the directory's small files; (0, None) when absent
+    or empty."""
+    path = os.path.join(pdir, entry)
     try:
-        with open(os.path.join(pdir, SERVED)) as fh:
-            return fh.read().strip() or None
+        with open(path) as fh:
+            name = fh.read().strip()
+        changed = os.stat(path).st_mtime_ns
     except OSError:
-        return None
+        return 0, None
+    return (changed, name) if name else (0, None)
 
 
 def worker_running(pdir: str) -> bool:
@@ -258,9 +257,9 @@ class Worker:
                         _unlink(os.path.join(self.pdir, entry))   # replayed, skipped, or another timeline
                         with self._lock:
                             self.placed.pop(entry, None)
-                # topped up as each segment is served, the nearest first, DOWNLOADS at a time: a refill that
-                # waited for half the queue to drain, then for its whole batch, let replay catch up with it
-                # (at 2 GiB of WAL, 9-14 of 128 segments were downloaded by wal-fetch calls beside the worker)
+                # topped up as each segment is served, the nearest first, DOWNLOADS at a time, rather than
+                # refilled once half of it drained and then waited on as a batch. Replay still catches up
+                # now and then (at 2 GiB, 9-14 of 128 segments were downloaded by wal-fetch, either way)
                 missing = []
                 for w in wanted:
                     if w in entries or w in self.refused or w in in_flight:

@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from walship.archive import queue
 from walship.errors import ConfigError
 from walship.pg import recoveryfiles, walnames
 
@@ -203,7 +204,6 @@ def walship_executable() -> str:
 
 def restore_command(executable: str, repo: str, config_path: str | None) -> str:
     """A rename when the prefetch queue holds the segment (archive/queue.py fast_path), else wal-fetch."""
-    from walship.archive import queue
     words = [executable, "wal-fetch", "%f", "%p", "--repo", repo]
     if config_path:
         words += ["--config", os.path.abspath(config_path)]
