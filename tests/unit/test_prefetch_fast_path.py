@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 from walship.archive import queue
@@ -63,14 +62,23 @@ def test_what_the_queue_lacks_goes_to_wal_fetch_and_the_shell_says_nothing(tmp_p
 
 def test_the_newer_of_position_and_served_is_where_replay_is(tmp_path):
     qdir = str(tmp_path)
+
+    def written_at(entry: str, name: str, second: int) -> None:
+        """The file as wal-fetch or the shell writes it, with a modification time of its own (the kernel's
+        clock for file times moves in ticks: two writes a moment apart may carry the same time)."""
+        path = Path(qdir, entry)
+        path.write_text(name + "\n")
+        os.utime(path, (second, second))
+
     assert queue.read_position(qdir) is None
     queue.note_position(qdir, "000000010000000000000003")          # wal-fetch downloaded 3
     assert queue.read_position(qdir) == "000000010000000000000003"
-    time.sleep(0.01)
-    Path(qdir, queue.SERVED).write_text("000000010000000000000004\n")  # the rename served 4
+    written_at(queue.POSITION, "000000010000000000000003", 1000)
+    written_at(queue.SERVED, "000000010000000000000004", 1001)       # the rename served 4
     assert queue.read_position(qdir) == "000000010000000000000004"
-    time.sleep(0.01)
-    queue.note_position(qdir, "000000020000000000000004")          # a new timeline: wal-fetch again
+    written_at(queue.POSITION, "000000010000000000000002", 1002)     # a recovery started again, further back
+    assert queue.read_position(qdir) == "000000010000000000000002"
+    written_at(queue.POSITION, "000000020000000000000004", 1003)     # a new timeline: wal-fetch again
     assert queue.read_position(qdir) == "000000020000000000000004"
     Path(qdir, queue.POSITION).write_text("")                       # caught while the shell rewrites it
     assert queue.read_position(qdir) == "000000010000000000000004"
