@@ -92,18 +92,26 @@ class _Identity:
         return b""
 
 
+_ZSTD = None
+
+
 def _zstd():
     """PEP 784's zstd module: in the standard library from Python 3.14, backports.zstd before.
 
     Chosen over python-zstandard because its decompressor takes max_length (memory stays
     bounded on data that compresses 30,000:1, like zero-filled files), reports `eof` so a
     truncated stream is caught, and hands out 1 MiB pieces instead of one joined buffer.
+    Found once: Python does not remember an import that failed, so asking for compression.zstd
+    on every call searched sys.path again for each object read (a chain restore reads hundreds).
     """
-    try:
-        from compression import zstd  # type: ignore[import-not-found]
-    except ImportError:
-        from backports import zstd  # type: ignore[no-redef,unused-ignore]  # a redefinition only where 3.14 has compression.zstd
-    return zstd
+    global _ZSTD
+    if _ZSTD is None:
+        try:
+            from compression import zstd  # type: ignore[import-not-found]
+        except ImportError:
+            from backports import zstd  # type: ignore[no-redef,unused-ignore]  # a redefinition only where 3.14 has compression.zstd
+        _ZSTD = zstd
+    return _ZSTD
 
 
 def compressor(codec: str, level: int | None = None):

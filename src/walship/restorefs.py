@@ -135,33 +135,40 @@ class RestoreWriter:
             if head is not None:
                 blocks = itertools.chain((head,), blocks)
             # consecutive blocks go out in one pwritev of the views themselves: a copy into one growing buffer
-            # cost a fresh mapping, and a page fault per 4 KiB, for every MiB written
+            # cost a fresh mapping, and a page fault per 4 KiB, for every MiB written. A run is written as soon
+            # as it reaches WRITE_NOW, while its bytes are still in the CPU's cache from being decompressed and
+            # hashed: holding it until the next block arrived (which decompresses and hashes the next MiB first)
+            # made the kernel's copy into the page cache twice as slow (a chain restore: 125 samples against 69)
             run: list[bytes | memoryview] = []
             run_at, run_len = 0, 0
             unflushed, low, high = 0, 0, 0     # written since the last writeback started, and where
-            for offset, data in blocks:
-                if run and (offset != run_at + run_len or run_len >= WRITEBACK_MIN or len(run) >= _IOV_MAX):
-                    _writev_all(fd, run, run_at)
-                    written += run_len
-                    unflushed, low, high = (unflushed + run_len, min(low, run_at) if unflushed else run_at,
-                                            max(high, run_at + run_len))
-                    run, run_len = [], 0
-                    if unflushed >= WRITEBACK_STEP:
-                        # as the whole-file writer does: the disk works while the next parts decompress,
-                        # instead of all of it at the final syncfs
-                        start_writeback(fd, low, high - low)
-                        unflushed = 0
-                if not run:
-                    run_at = offset
-                run.append(data)
-                run_len += len(data)
-                if progress is not None:
-                    progress(len(data))
-            if run:
+
+            def flush() -> None:
+                nonlocal run, run_len, written, unflushed, low, high
                 _writev_all(fd, run, run_at)
                 written += run_len
                 unflushed, low, high = (unflushed + run_len, min(low, run_at) if unflushed else run_at,
                                         max(high, run_at + run_len))
+                run, run_len = [], 0
+                if unflushed >= WRITEBACK_STEP:
+                    # as the whole-file writer does: the disk works while the next parts decompress,
+                    # instead of all of it at the final syncfs
+                    start_writeback(fd, low, high - low)
+                    unflushed = 0
+
+            for offset, data in blocks:
+                if run and offset != run_at + run_len:
+                    flush()
+                if not run:
+                    run_at = offset
+                run.append(data)
+                run_len += len(data)
+                if run_len >= WRITE_NOW or len(run) >= _IOV_MAX:
+                    flush()
+                if progress is not None:
+                    progress(len(data))
+            if run:
+                flush()
             if unflushed >= WRITEBACK_MIN:
                 start_writeback(fd, low, high - low)
         finally:
@@ -249,6 +256,7 @@ class RestoreWriter:
             self.bytes += size
 
 
+WRITE_NOW = 128 << 10         # write_blocks writes a run of consecutive blocks once it is this long
 _IOV_MAX = 512                 # buffers per pwritev (Linux allows 1024)
 
 

@@ -38,6 +38,7 @@ import json
 import re
 import struct
 import sys
+import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
@@ -285,8 +286,10 @@ def read_part_maps(store, name: str, number: int, keyring) -> Iterator[FileMap]:
     return parse(plain, f"{key} in {store.url}")
 
 
-def maps_for(store, name: str, index: list[IndexEntry], paths: set[str], keyring) -> dict[str, list[FileMap]]:
-    """The maps (one per slice) of these paths, reading only the objects whose path range can hold them."""
+def maps_for(store, name: str, index: list[IndexEntry], paths: set[str], keyring,
+             cache: PartMapCache | None = None) -> dict[str, list[FileMap]]:
+    """The maps (one per slice) of these paths, reading only the objects whose path range can hold them
+    (through cache, when given, which keeps the objects it parsed)."""
     if not paths:
         return {}
     keys = [walk_key(p) for p in paths]
@@ -295,10 +298,42 @@ def maps_for(store, name: str, index: list[IndexEntry], paths: set[str], keyring
     for entry in index:
         if entry.last < low or entry.first > high:
             continue
-        for fmap in read_part_maps(store, name, entry.part, keyring):
+        records = (cache.part(entry.part) if cache is not None
+                   else read_part_maps(store, name, entry.part, keyring))
+        for fmap in records:
             if fmap.path in paths:
                 found.setdefault(fmap.path, []).append(fmap)
     return found
+
+
+class PartMapCache:
+    """One backup's part maps, each object parsed once and kept while the kept ones map at most `budget`
+    blocks (18 bytes each in memory), the least recently used let go first. A chain restore looks up the
+    newest backup's maps for the files of every part of every backup of the chain: without it, a chain of 7
+    parsed the newest's maps 25 times. The FileMaps handed out are shared: read them, never change them."""
+
+    def __init__(self, store, name: str, keyring, budget: int = 1 << 21):
+        self.store, self.name, self.keyring, self.budget = store, name, keyring, budget
+        self._kept: dict[int, tuple[list[FileMap], int]] = {}     # part -> (maps, blocks), oldest use first
+        self._lock = threading.Lock()
+
+    def part(self, number: int) -> list[FileMap]:
+        with self._lock:
+            kept = self._kept.pop(number, None)
+            if kept is not None:
+                self._kept[number] = kept                       # now the most recently used
+                return kept[0]
+        maps = list(read_part_maps(self.store, self.name, number, self.keyring))
+        blocks = sum(m.count for m in maps)
+        with self._lock:
+            self._kept[number] = (maps, blocks)
+            total = sum(b for _, b in self._kept.values())
+            while total > self.budget and len(self._kept) > 1:
+                oldest = next(iter(self._kept))
+                if oldest == number:
+                    break
+                total -= self._kept.pop(oldest)[1]
+        return maps
 
 
 class _MapStream:

@@ -90,6 +90,19 @@ def read_marker(store, name: str) -> Marker:
                          "see `walship backup-list` for the backups there")
 
 
+def part_sizes(store, name: str) -> dict[int, int]:
+    """The stored size of each part of backup name (one listing of its folder).
+
+    Restores hand their workers the largest parts first, so that they finish together: in part order, a
+    restore whose last parts were its largest left one worker idle for a fifth of its time at the end."""
+    sizes = {}
+    for info in store.list(layout.backup_prefix(name)):
+        number = layout.part_number_of_key(name, info.key)
+        if number is not None:
+            sizes[number] = info.size
+    return sizes
+
+
 def write_marker(store, name: str, marker: Marker) -> None:
     """Mark the backup complete, in the repository's format 2 layout (the record says so first, so a
     walship that cannot read this layout refuses the repository rather than miss the backup)."""

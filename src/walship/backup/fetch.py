@@ -284,7 +284,8 @@ def restore_full(store, name: str, dest: str, settings, remap: dict[str, str], p
                                      f"{layout.part_key(name, number)} in {store.url}", bar)
 
         with ThreadPoolExecutor(max_workers=settings.backup_concurrency, thread_name_prefix="restore-part") as pool:
-            futures = [pool.submit(extract, n) for n in range(marker.parts)]
+            sizes = catalog.part_sizes(store, name)
+            futures = [pool.submit(extract, n) for n in sorted(range(marker.parts), key=lambda n: -sizes.get(n, 0))]
             try:
                 for future in futures:
                     future.result()

@@ -101,7 +101,7 @@ from typing import cast
 
 from walship import logs, pipeline
 from walship.backup import blockmap, tarstream
-from walship.backup.catalog import Marker, read_marker
+from walship.backup.catalog import Marker, part_sizes, read_marker
 from walship.backup.extract import check_member, walk_part
 from walship.backup.manifest import ManifestEntry
 from walship.backup.tarreader import Member, TarReader
@@ -109,6 +109,7 @@ from walship.errors import IntegrityError, WalshipError
 from walship.repo import layout
 from walship.repo.catalog import BackupInfo
 
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_CHAIN = 1000              # origins are u16; a deeper chain restores slower and risks more: take a full
 READ_FACTOR = 8               # an incremental's part covers this many times backup_part_size of files read
 
@@ -338,6 +339,7 @@ class ChainReader:
         self.supplied = [0] * len(self.names)
         self._lock = threading.Lock()
         self._indexes: dict[int, list[blockmap.IndexEntry]] = {len(self.names) - 1: self.index}
+        self._newest_maps = blockmap.PartMapCache(store, newest.info.name, keyring)
 
     def _index_of(self, index: int) -> list[blockmap.IndexEntry]:
         """The blockmap.index of backup #index of the chain, read once."""
@@ -357,8 +359,12 @@ class ChainReader:
                                  f"{self.store.url}", "restore another backup") from None
 
     def jobs(self) -> list[tuple[int, int]]:
-        """(index in the chain, part number): the newest backup's parts first."""
-        return [(i, p) for i in reversed(range(len(self.names))) for p in range(self.markers[i].parts)]
+        """(index in the chain, part number) of every part of the chain, the largest stored first (catalog.part_sizes)."""
+        sized = []
+        for i, name in enumerate(self.names):
+            sizes = part_sizes(self.store, name)
+            sized += [(-sizes.get(p, 0), i, p) for p in range(self.markers[i].parts)]
+        return [(i, p) for _, i, p in sorted(sized)]
 
     def run(self, workers: int, on_error: Callable[[str], None] | None = None) -> None:
         """Every part; on_error(line) collects problems instead of raising the first (verify)."""
@@ -392,7 +398,8 @@ class ChainReader:
         what = f"{layout.part_key(name, number)} in {self.store.url}"
         manifest = list(part_manifest(self.store, name, number, self.keyring))
         relation = {e.path for e in manifest if e.type == "file" and blockmap.is_relation_file(e.path)}
-        maps = blockmap.maps_for(self.store, self.newest.info.name, self.index, relation, self.keyring)
+        maps = blockmap.maps_for(self.store, self.newest.info.name, self.index, relation, self.keyring,
+                                 self._newest_maps)
         newest = index == len(self.names) - 1
         # the hashes of the blocks this backup stores are in its own maps (the newest's name only their origin)
         own_maps = maps if newest else blockmap.maps_for(self.store, name, self._index_of(index), relation,
@@ -410,6 +417,8 @@ class ChainReader:
                     check_member(member, expected, what)   # not needed from an older backup: skipped
                 return
             path, _ = check_member(member, expected, what)
+            if not newest and member.size == 0 and expected.size == 0 and expected.sha256 == _EMPTY_SHA256:
+                return          # an older backup's empty piece (the file had no change then): nothing to take
             chunks = maps.get(path)
             if chunks is None:
                 if newest:

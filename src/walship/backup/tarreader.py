@@ -15,6 +15,7 @@ boundary is truncated, not short.
 
 from __future__ import annotations
 
+import struct
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -74,32 +75,25 @@ class TarReader:
 
     def _parse(self, block: bytes) -> Member:
         pax: dict[str, str] = {}
-        info = self._header(block)
-        if info.type == tarfile.XHDTYPE:
-            pax = _pax_records(self._exact(info.size + (-info.size % BLOCK))[:info.size])
+        name, kind_flag, mode, size, mtime, linkname = _header(block)
+        if kind_flag == tarfile.XHDTYPE:
+            pax = _pax_records(self._exact(size + (-size % BLOCK))[:size])
             block = self._exact(BLOCK)
             if not any(block):
                 raise TarFormatError("an extended header is followed by the end of the archive")
-            info = self._header(block)
+            name, kind_flag, mode, size, mtime, linkname = _header(block)
         try:
-            size = int(pax["size"]) if "size" in pax else info.size
-            mtime = float(pax["mtime"]) if "mtime" in pax else float(info.mtime)
+            size = int(pax["size"]) if "size" in pax else size
+            when = float(pax["mtime"]) if "mtime" in pax else float(mtime)
         except ValueError:
             raise TarFormatError("an extended header holds a size or time that is not a number") from None
         if size < 0:
             raise TarFormatError("a member with a negative size")
-        kind = _KINDS.get(info.type, f"type {info.type!r}")
+        kind = _KINDS.get(kind_flag, f"type {kind_flag!r}")
         if kind in ("dir", "link"):
             size = 0                # no content follows them, whatever the size field says (as tarfile reads it)
-        return Member(name=pax.get("path", info.name), kind=kind, mode=info.mode, mtime=mtime, size=size,
-                      linkname=pax.get("linkpath", info.linkname))
-
-    @staticmethod
-    def _header(block: bytes) -> tarfile.TarInfo:
-        try:
-            return tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as exc:
-            raise TarFormatError(f"bad header ({exc})") from None
+        return Member(name=pax.get("path", name), kind=kind, mode=mode, mtime=when, size=size,
+                      linkname=pax.get("linkpath", linkname))
 
     def _check_end(self) -> None:
         """After the first zero block only zeros may follow (the second block, record padding)."""
@@ -139,6 +133,56 @@ class TarReader:
             if not piece:
                 raise TarFormatError("the stream ends inside a member's content")
             n -= len(piece)
+
+
+# name, mode, uid, gid, size, mtime, chksum, typeflag, linkname, magic, version, uname, gname, devmajor,
+# devminor, prefix: the ustar header (POSIX.1-1988), 500 of the block's 512 bytes
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s")
+
+
+def _header(block: bytes) -> tuple[str, bytes, int, int, int, str]:
+    """(name, type flag, mode, size, mtime, link target) of one ustar header block, its checksum checked.
+
+    Read with one struct unpack instead of tarfile.TarInfo.frombuf, which builds a TarInfo and decodes
+    every field (uid, owner names, device numbers) that a restore never uses: a chain restore reads a
+    header for every file of every backup of the chain, and frombuf was a tenth of its time."""
+    (name, mode, _uid, _gid, size, mtime, chksum, flag, linkname, _magic, _version, _uname, _gname, _major,
+     _minor, prefix) = _USTAR.unpack_from(block)
+    stored = _number(chksum, "checksum")
+    unsigned = 256 + sum(block[:148]) + sum(block[156:BLOCK])
+    if stored != unsigned and stored != 256 + sum(_SIGNED.unpack_from(block)) + sum(_SIGNED_TAIL.unpack_from(block, 156)):
+        raise TarFormatError("bad header (bad checksum)")
+    text = _text(name)
+    if flag == tarfile.AREGTYPE and text.endswith("/"):
+        flag = tarfile.DIRTYPE           # an old tar's way of writing a directory, as tarfile reads it
+    if flag == tarfile.DIRTYPE:
+        text = text.rstrip("/")
+    if prefix[:1] not in (b"", b"\x00") and flag not in tarfile.GNU_TYPES:
+        text = _text(prefix) + "/" + text
+    return text, flag, _number(mode, "mode"), _number(size, "size"), _number(mtime, "mtime"), _text(linkname)
+
+
+_SIGNED = struct.Struct("148b")
+_SIGNED_TAIL = struct.Struct("356b")
+
+
+def _text(field: bytes) -> str:
+    end = field.find(b"\x00")
+    return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
+
+
+def _number(field: bytes, what: str) -> int:
+    """A numeric header field: octal digits (NUL or space terminated), or base-256 (GNU) when its first
+    byte has the high bit set."""
+    if field[:1] in (b"\x80", b"\xff"):
+        value = int.from_bytes(field[1:], "big")
+        return value - 256 ** (len(field) - 1) if field[:1] == b"\xff" else value
+    end = field.find(b"\x00")
+    digits = (field if end < 0 else field[:end]).strip()
+    try:
+        return int(digits or b"0", 8)
+    except ValueError:
+        raise TarFormatError(f"bad header (its {what} is not a number)") from None
 
 
 def _pax_records(data: bytes) -> dict[str, str]:

@@ -147,6 +147,19 @@ def part_key(name: str, number: int) -> str:
     return f"{backup_prefix(name)}part_{number:05d}.tar"
 
 
+def part_number_of_key(name: str, key: str) -> int | None:
+    """The number of the part whose tar object key is, in backup name (None: not one).
+
+    >>> part_number_of_key("base_1", "backups/base_1/part_00012.tar")
+    12
+    >>> part_number_of_key("base_1", "backups/base_1/part_00012.manifest") is None
+    True
+    """
+    stem = key[len(backup_prefix(name)):] if key.startswith(backup_prefix(name)) else ""
+    digits = stem[len("part_"):-len(".tar")] if stem.startswith("part_") and stem.endswith(".tar") else ""
+    return int(digits) if digits.isdecimal() and digits.isascii() else None
+
+
 def part_manifest_key(name: str, number: int) -> str:
     return f"{backup_prefix(name)}part_{number:05d}.manifest"
 
