@@ -114,6 +114,31 @@ def _zstd():
     return _ZSTD
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
+FRAME_PROBE = 5                # bytes of a payload that checksum_declared reads
+
+
+def checksum_declared(codec: str, payload_start: bytes) -> bool:
+    r"""Whether the compressed frame starting payload_start declares a checksum of its whole content, which
+    its decompressor then verifies at the frame's end: zstd's Content_Checksum_flag (XXH64) or lz4's
+    C.Checksum flag (XXH32) in the frame header's descriptor byte. walship writes both; a frame without
+    (another writer, or a damaged header) gets False, and the reader verifies SHA-256 instead.
+
+    >>> checksum_declared("zstd", _ZSTD_MAGIC + b"\x24")
+    True
+    >>> checksum_declared("zstd", _ZSTD_MAGIC + b"\x20"), checksum_declared("gzip", bytes(5))
+    (False, False)
+    """
+    if len(payload_start) < FRAME_PROBE:
+        return False
+    if codec == "zstd":
+        return payload_start[:4] == _ZSTD_MAGIC and bool(payload_start[4] & 0x04)
+    if codec == "lz4":
+        return payload_start[:4] == _LZ4_MAGIC and bool(payload_start[4] & 0x04)
+    return False
+
+
 def compressor(codec: str, level: int | None = None):
     level = DEFAULT_LEVELS[codec] if level is None else level
     if codec == "zstd":

@@ -143,7 +143,7 @@ def stream_segment(store: Store, name: str, dest_path: str, keyring: Keyring | N
     size = 0
     try:
         try:
-            _meta, plain = pipeline.read(chunks, f"archived {name}", keyring)
+            _meta, plain = pipeline.read(chunks, f"archived {name}", keyring, codec_checksum_suffices=True)
             for chunk in plain:
                 if len(head) < _HEAD:
                     head += bytes(chunk[:_HEAD - len(head)])
@@ -185,7 +185,7 @@ def download(store: Store, name: str, keyring=None, gpg_key_id: str | None = Non
         if data is None:
             raise NotInArchive(f"{name} is not in the archive {store.url}") from None
         return data
-    return pipeline.unpack(blob, f"archived {name}", keyring)
+    return pipeline.unpack(blob, f"archived {name}", keyring, codec_checksum_suffices=True)
 
 
 def prefetch_directory(dest_path: str) -> str:
