@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -180,6 +181,7 @@ def main() -> None:
     ap.add_argument("--workload", choices=("update", "pgbench"), default="update")
     ap.add_argument("--data", choices=("pgbench", "less-compressible"), default="pgbench")
     ap.add_argument("--pgbackrest", action="store_true", help="pgBackRest full + incr beside (--version 15)")
+    ap.add_argument("--restores", type=int, default=2, help="interleaved restores of the full and of the chain")
     args = ap.parse_args()
     if args.pgbackrest and args.version != 15:
         sys.exit("--pgbackrest: Debian's pgBackRest 2.45 backs up PostgreSQL 15 at most; add --version 15")
@@ -250,7 +252,7 @@ def main() -> None:
         full, incrs = listed[0], listed[1:args.chain + 1]
         off = listed[args.chain + 1] if unsummarized else None
         fulls, chains = [], []
-        for i in range(2):                      # interleaved: the same noise for both
+        for i in range(args.restores):          # interleaved: the same noise for both
             fulls.append(_restore(c, scratch, f"restored-full-{i}", full["name"], repo_env, args.scale))
             chains.append(_restore(c, scratch, f"restored-chain-{i}", listed[-1]["name"], repo_env, args.scale))
         restore_full = min(fulls, key=lambda f: f["wall_s"])
@@ -285,11 +287,11 @@ def main() -> None:
         fig, size = theirs
         print(f"{'pg_basebackup --incremental, tar | zstd -3':44} {fig['wall_s']:8.2f} {fig['cpu_s']:7.2f} "
               f"{fig['rss_mib']:8.1f} {size:12,}")
-    print(f"{'walship restore of the full (best of 2)':44} {restore_full['wall_s']:8.2f} {restore_full['cpu_s']:7.2f} "
+    print(f"{'walship restore of the full (best of the restores)':44} {restore_full['wall_s']:8.2f} {restore_full['cpu_s']:7.2f} "
           f"{restore_full['rss_mib']:8.1f}")
     print("restores, run by run (full / chain): " + ", ".join(f"{a['wall_s']:.2f} / {b['wall_s']:.2f} s"
                                                            for a, b in zip(fulls, chains)))
-    print(f"{f'walship restore of a chain of {len(listed)} (best of 2)':44} {restore_chain['wall_s']:8.2f} "
+    print(f"{f'walship restore of a chain of {len(listed)} (best of the restores)':44} {restore_chain['wall_s']:8.2f} "
           f"{restore_chain['cpu_s']:7.2f} {restore_chain['rss_mib']:8.1f}")
     if pgbr_restore is not None:
         print(f"{f'pgBackRest restore of its incr #{len(theirs_runs) - 1}':44} {pgbr_restore['wall_s']:8.2f} "
@@ -302,6 +304,9 @@ def main() -> None:
         print(f"incremental push time with summarize_wal off: {unsummarized['wall_s'] / full_run['wall_s']:.2f}x "
               "the full's")
     chain_ratio = restore_chain["wall_s"] / restore_full["wall_s"]
+    pair_ratios = sorted(b["wall_s"] / a["wall_s"] for a, b in zip(fulls, chains))
+    print(f"chain restore / full restore, pair by pair: {', '.join(f'{r:.2f}' for r in pair_ratios)} "
+          f"(median {statistics.median(pair_ratios):.2f})")
     print(f"\nratios: incremental push time {first['wall_s'] / full_run['wall_s']:.2f}x the full's, stored "
           f"{incrs[0]['stored_size'] / full['stored_size']:.3f}x (mean of the chain "
           f"{sum(b['stored_size'] for b in incrs) / len(incrs) / full['stored_size']:.3f}x); "

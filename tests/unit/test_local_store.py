@@ -46,3 +46,20 @@ def test_keys_cannot_escape_the_repository(tmp_path):
     store = open_store(f"file://{tmp_path}", Settings())
     with pytest.raises(ValueError):
         store.put("../outside", b"x")
+
+
+def test_an_object_is_fsynced_with_its_directory_unless_it_need_not_outlive_a_crash(tmp_path, monkeypatch):
+    """Every object is flushed to disk before put returns; the repository lock (durable=False) is not: its
+    holder does not outlive a crash either. Create-only holds either way."""
+    store = open_store(f"file://{tmp_path}", Settings())
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    store.put("wal/000000010000000000000001", b"x", if_absent=True)
+    assert len(synced) == 2                     # the file, then its directory
+    synced.clear()
+    store.put("locks/backups.lock", b"held", if_absent=True, durable=False)
+    assert synced == []
+    with pytest.raises(ObjectExists):
+        store.put("locks/backups.lock", b"other", if_absent=True, durable=False)
+    assert store.get("locks/backups.lock") == b"held"

@@ -93,7 +93,7 @@ class RepositoryLock:
 
     def acquire(self) -> None:
         try:
-            self.store.put(LOCK_KEY, self._doc(), if_absent=True)
+            self.store.put(LOCK_KEY, self._doc(), if_absent=True, durable=False)
         except ObjectExists:
             holder = self._holder()
             if holder is None or not _stale(holder, self.store.head(LOCK_KEY)):
@@ -101,7 +101,7 @@ class RepositoryLock:
             logs.warning("lock_broken", f"breaking a stale repository lock of {_describe(holder)}")
             self.store.delete([LOCK_KEY])
             try:
-                self.store.put(LOCK_KEY, self._doc(), if_absent=True)
+                self.store.put(LOCK_KEY, self._doc(), if_absent=True, durable=False)
             except ObjectExists:
                 raise self._locked(self._holder()) from None
         self._thread.start()
@@ -151,7 +151,7 @@ class RepositoryLock:
                     self.lost = True
                     logs.error("lock_lost", "the repository lock is no longer this command's")
                     return
-                self.store.put(LOCK_KEY, self._doc())
+                self.store.put(LOCK_KEY, self._doc(), durable=False)
             except Exception as exc:   # a missed beat is not fatal: the lock only goes stale after many
                 logs.warning("lock_heartbeat_failed", f"could not refresh the repository lock: {exc}")
 

@@ -62,8 +62,10 @@ class Store(ABC):
     ordered_listing: bool = False
 
     @abstractmethod
-    def put(self, key: str, data: bytes | Chunks, *, if_absent: bool = False) -> None:
-        """Store data under key, durably; with if_absent, raise ObjectExists instead of replacing."""
+    def put(self, key: str, data: bytes | Chunks, *, if_absent: bool = False, durable: bool = True) -> None:
+        """Store data under key, durably; with if_absent, raise ObjectExists instead of replacing.
+        durable=False: the object need not outlive a crash of this host, as a lock need not (its holder
+        does not either); a store that pays for durability apart (fsync) may then skip it."""
 
     @abstractmethod
     def get(self, key: str) -> bytes:

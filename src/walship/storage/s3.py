@@ -286,8 +286,9 @@ class S3Store(Store):
     def _where(self) -> str:
         return self._endpoint or "AWS S3"
 
-    def put(self, key: str, data: bytes | Chunks, *, if_absent: bool = False) -> None:
-        """Connection resets, timeouts, 5xx and 429 are retried by obstore within s3_max_retries and
+    def put(self, key: str, data: bytes | Chunks, *, if_absent: bool = False, durable: bool = True) -> None:
+        """Every PUT is durable once S3 answers it (durable is not needed here). Connection resets, timeouts,
+        5xx and 429 are retried by obstore within s3_max_retries and
         s3_retry_timeout (backoff with jitter): a single PUT as a whole, a streamed upload part by part."""
         attributes = {"Storage-Class": self.storage_class} if self.storage_class else None
         whole = data if isinstance(data, (bytes, bytearray, memoryview)) else None
