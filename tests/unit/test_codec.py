@@ -188,3 +188,24 @@ def test_the_pipeline_writes_the_bytes_written_before(name):
 def test_a_sealed_object_is_refused_without_its_key():
     with pytest.raises(IntegrityError, match="no encryption key is configured"):
         pipeline.unpack(bytes.fromhex(BEFORE["whole-zstd-sealed"]), "wal/x")
+
+
+@pytest.mark.parametrize("name", CODECS)
+@pytest.mark.parametrize("sealed", [False, True])
+def test_an_object_packed_beside_its_hash_reads_back_and_carries_that_hash(name, sealed):
+    """wal-push hashes a segment in a thread while it compresses it: the object is the one pack writes, its
+    header holds the segment's SHA-256 (encrypted objects hold none in the clear), and the hash returned is
+    the segment's."""
+    import hashlib
+    data = os.urandom(5000) + b"segment" * 300000
+    keyring = FIXTURE_KEYRING if sealed else None
+    blob, digest = pipeline.pack_hashed(data, name, None, keyring, name="000000010000000000000001")
+    assert digest == hashlib.sha256(data).hexdigest()
+    meta, _ = codec.parse_header(blob)
+    assert meta.get("sha256") == (None if sealed else digest) and meta["name"] == "000000010000000000000001"
+    assert pipeline.unpack(blob, "wal/x", keyring) == data
+
+
+def test_a_failed_compression_raises_after_the_hash_thread_ended():
+    with pytest.raises(ValueError):
+        pipeline.pack_hashed(b"x" * 100000, "zstd", 99)            # no such zstd level

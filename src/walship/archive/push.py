@@ -22,7 +22,6 @@ Safety rules:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 
@@ -68,8 +67,7 @@ def push_file(store: Store, path: str, compression: str, level: int | None, keyr
                            "PostgreSQL will call wal-push again")
     if owner is not None and is_segment(name):
         check_segment_file(data, name, owner, allow_untested)
-    digest = hashlib.sha256(data).hexdigest()
-    blob = pipeline.pack(data, compression, level, keyring, sha256=digest, name=name)
+    blob, digest = pipeline.pack_hashed(data, compression, level, keyring, name=name)
     key = wal_key(name)
     already = False
     try:

@@ -127,11 +127,15 @@ def quote(value: str) -> str:
 
 def read_restore_marker(pgdata: str = ".") -> dict[str, object] | None:
     """The marker of a restored data directory, or None (not restored by walship, or unreadable)."""
-    import json
     try:
         with open(os.path.join(pgdata, RESTORE_MARKER), "rb") as fh:
-            doc = json.loads(fh.read())
-    except (OSError, ValueError):
+            data = fh.read()
+    except OSError:
+        return None
+    import json  # only where there is a marker: every wal-push asks, and json costs it 3 ms to import
+    try:
+        doc = json.loads(data)
+    except ValueError:
         return None
     return doc if isinstance(doc, dict) and doc.get("mode") in (COPY, PRIMARY) else None
 

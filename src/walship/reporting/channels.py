@@ -6,13 +6,13 @@ warning and the others still run: reporting never changes the outcome of the wor
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from walship import logs
 from walship.reporting.plugin import CheckResult
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False          # typing's import (and collections.abc's, 1.2 ms) kept off archive_command's path
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from walship.config import Settings
 
 
