@@ -104,6 +104,30 @@ def test_a_chain_whose_older_map_lost_a_file_is_refused_not_guessed(tmp_path):
         blockmap.ChainMaps(store, ["b0", "b1"], None).lookup("base/1/100")
 
 
+def test_the_map_cache_hands_out_what_the_objects_hold_and_keeps_only_its_budget(tmp_path):
+    """A chain restore looks up the newest backup's maps for every part of every backup: the cache parses an
+    object once, hands out the same maps maps_for reads, and lets the least recently used go past its budget."""
+    from walship.storage.local import LocalStore
+    store = LocalStore(str(tmp_path))
+    entries = []
+    for number in range(3):                                   # three parts of 10, 20, 30 blocks
+        part = blockmap.PartMaps()
+        part.add(_record(f"base/1/{100 + number}", os.urandom(10 * (number + 1) * BLOCK), None, 0, False)[0])
+        part.store(store, "b0", number, "zstd", None, None)
+        entries.append(part.index_entry(number))
+    blockmap.write_index(store, "b0", entries, "zstd", None)
+    index = blockmap.read_index(store, "b0", None)
+    cache = blockmap.PartMapCache(store, "b0", None, budget=40)
+    paths = {"base/1/100", "base/1/101", "base/1/102"}
+    cached = blockmap.maps_for(store, "b0", index, paths, None, cache)
+    read = blockmap.maps_for(store, "b0", index, paths, None)
+    assert {p: [_own_view(m) for m in ms] for p, ms in cached.items()} == \
+        {p: [_own_view(m) for m in ms] for p, ms in read.items()}
+    assert sorted(cache._kept) == [2]                         # 10 + 20 + 30 blocks: the oldest two let go
+    before = cache.part(2)
+    assert cache.part(2) is before                            # kept: not read again
+
+
 def test_walk_key_orders_paths_as_the_walk_yields_them(tmp_path):
     for rel in ("PG_VERSION", "base/1/123", "base/1/123_fsm", "base/16384/2", "base/2/9", "global/1262",
                 "global/pg_control", "pg_xact/0000", "zzz"):
