@@ -195,7 +195,7 @@ def _peek(chunks: Iterator[bytes], n: int) -> tuple[bytes, Iterator[bytes]]:
         have += len(chunk)
         if have >= n:
             break
-    start = b"".join(taken)[:n] if len(taken) > 1 else (taken[0][:n] if taken else b"")
+    start = b"".join(chunk[:n] for chunk in taken)[:n]
 
     def again() -> Iterator[bytes]:
         yield from taken
@@ -231,10 +231,13 @@ def split(chunks: Iterable[bytes], name: str = "object") -> tuple[dict, bytes, I
 
 # --- whole objects (WAL, history files) --------------------------------------
 
+THREADED_HASH = 1 << 20       # pack_hashed hashes data this large in a thread beside its compression
+
 def pack_hashed(data: bytes, codec_name: str, level: int | None = None, keyring=None, **meta) -> tuple[bytes, str]:
     """pack(data, ...) and data's SHA-256 (hex). The hash runs in a thread beside the compression: OpenSSL and
     zstd both let go of the GIL, so a 16 MiB WAL segment takes the longer of the two instead of their sum
-    (24 -> 16 ms here, a quarter of a cold archive_command call)."""
+    (24 -> 16 ms here, a quarter of a cold archive_command call). Below THREADED_HASH bytes (a history
+    file) a thread costs more than it saves: hashed first, then compressed."""
     import _thread  # the bare module: threading costs archive_command's cold path an import for one lock
     import hashlib
     found: list[str | BaseException] = []
@@ -249,10 +252,13 @@ def pack_hashed(data: bytes, codec_name: str, level: int | None = None, keyring=
         finally:
             done.release()
 
-    try:
-        _thread.start_new_thread(digest, ())
-    except RuntimeError:                      # no thread to be had: one after the other
+    if len(data) < THREADED_HASH:
         digest()
+    else:
+        try:
+            _thread.start_new_thread(digest, ())
+        except RuntimeError:                  # no thread to be had: one after the other
+            digest()
     try:
         payload = list(compress([data], codec_name, level))
     finally:
@@ -270,8 +276,6 @@ def pack(data: bytes, codec_name: str, level: int | None = None, keyring=None, s
     """A stored object holding data. Unencrypted objects carry size and SHA-256 in the header
     (a conflicting push is then recognised from the header alone); encrypted ones carry
     neither in the clear: the AEAD authenticates their content."""
-    if keyring is None and sha256 is None:
-        return pack_hashed(data, codec_name, level, None, **meta)[0]
     if keyring is None:
         import hashlib
         meta = {"size": len(data), "sha256": sha256 or hashlib.sha256(data).hexdigest(), **meta}

@@ -192,12 +192,13 @@ def test_a_sealed_object_is_refused_without_its_key():
 
 @pytest.mark.parametrize("name", CODECS)
 @pytest.mark.parametrize("sealed", [False, True])
-def test_an_object_packed_beside_its_hash_reads_back_and_carries_that_hash(name, sealed):
+@pytest.mark.parametrize("size", [100, 2 << 20])               # a history file, hashed first; a segment, beside
+def test_an_object_packed_beside_its_hash_reads_back_and_carries_that_hash(name, sealed, size):
     """wal-push hashes a segment in a thread while it compresses it: the object is the one pack writes, its
     header holds the segment's SHA-256 (encrypted objects hold none in the clear), and the hash returned is
     the segment's."""
     import hashlib
-    data = os.urandom(5000) + b"segment" * 300000
+    data = (os.urandom(50) + b"segment" * size)[:size]
     keyring = FIXTURE_KEYRING if sealed else None
     blob, digest = pipeline.pack_hashed(data, name, None, keyring, name="000000010000000000000001")
     assert digest == hashlib.sha256(data).hexdigest()
@@ -208,4 +209,4 @@ def test_an_object_packed_beside_its_hash_reads_back_and_carries_that_hash(name,
 
 def test_a_failed_compression_raises_after_the_hash_thread_ended():
     with pytest.raises(ValueError):
-        pipeline.pack_hashed(b"x" * 100000, "zstd", 99)            # no such zstd level
+        pipeline.pack_hashed(b"x" * (2 << 20), "zstd", 99)         # no such zstd level
